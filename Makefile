@@ -1,0 +1,39 @@
+# The two entry points the README documents: `make run` (the main job) and `make test`.
+# Both create .venv from pyproject.toml + constraints.txt on first use, so a fresh machine needs only
+# Python 3.11 and make.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Where the datasets live. Never hard-coded in the library: passed down as METAAUTO_DATA_DIR.
+DATA_DIR ?= $(abspath ../shared/data)
+export METAAUTO_DATA_DIR := $(DATA_DIR)
+
+.PHONY: install run test bench lock clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+# The main job: meta-train on Omniglot 5-way 1-shot and evaluate on the meta-test split with baselines.
+run: install
+	$(BIN)/metaauto train --collection omniglot --data-dir $(DATA_DIR) --algorithm protonet \
+		--ways 5 --shots 1 --meta-steps 2000 --output runs/omniglot-5w1s-protonet
+	$(BIN)/metaauto evaluate --model runs/omniglot-5w1s-protonet --tasks 600
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/throughput.py --data-dir $(DATA_DIR)
+
+# Re-resolve the tested set after changing pyproject.toml's ranges.
+lock: install
+	$(BIN)/python -m pip freeze --exclude-editable --exclude metaauto > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,25 @@
+"""Meta-training: the loop, its configuration, callbacks, checkpoints and device handling."""
+
+from metaauto.engine.callbacks import Callback, RunState
+from metaauto.engine.checkpoint import load_checkpoint, save_checkpoint
+from metaauto.engine.config import TrainConfig, derive_seed
+from metaauto.engine.device import Precision, resolve_device, resolve_precision
+from metaauto.engine.history import History, StepRecord, ValidationRecord
+from metaauto.engine.training import TrainResult, meta_train
+
+__all__ = [
+    "Callback",
+    "History",
+    "Precision",
+    "RunState",
+    "StepRecord",
+    "TrainConfig",
+    "TrainResult",
+    "ValidationRecord",
+    "derive_seed",
+    "load_checkpoint",
+    "meta_train",
+    "resolve_device",
+    "resolve_precision",
+    "save_checkpoint",
+]

@@ -1,0 +1,12 @@
+"""Entry point of metaauto's pyfunc models ("models from code").
+
+MLflow copies this file into every logged model and runs it on load; it names the model class instead
+of pickling an instance. The class reads the learner's safetensors weights and JSON config from the
+model's ``learner`` artifact (see :class:`metaauto.serving.MetaLearnerPyfunc`).
+"""
+
+import mlflow
+
+from metaauto.serving import MetaLearnerPyfunc
+
+mlflow.models.set_model(MetaLearnerPyfunc())
