@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,3 +34,12 @@ def data_dir() -> Path:
             f"got {value!r}. `make test` sets it to ../shared/data."
         )
     return Path(value)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """For modules of tiny models: intra-op threads only add synchronisation, badly so on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,13 +20,7 @@ from metaauto.tasks import load_collection
 GRADIENT_LEARNERS = ("maml", "fomaml", "reptile", "metasgd", "anil")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The models here are tiny: intra-op threads only add synchronisation, badly so on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_mlp(in_dim: int = 2, out: int = 3, hidden: tuple[int, ...] = (5,), seed: int = 0) -> nn.Module:

@@ -16,12 +16,7 @@ from metaauto.tasks import TaskBatch, load_collection
 METRIC_LEARNERS = ("protonet", "matchingnet", "relationnet")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def embedding_net(seed: int = 0) -> nn.Module:

@@ -78,7 +78,7 @@ def test_unknown_learner_lists_the_known_ones():
 def test_unknown_option_and_non_module_model_are_refused():
     with pytest.raises(LearnerError, match="learner 'maml' has no option\\(s\\) lr; its options are: inner_lr"):
         make_learner("maml", model_for("maml"), lr=0.1)
-    with pytest.raises(LearnerError, match="learner 'matchingnet' has no option\\(s\\) distance; its options are: none"):
+    with pytest.raises(LearnerError, match="learner 'matchingnet' has no option\\(s\\) distance; its options are: vectorize"):
         make_learner("matchingnet", model_for("matchingnet"), distance="cosine")
     with pytest.raises(LearnerError, match="wraps a torch.nn.Module, got dict"):
         make_learner("protonet", {})
