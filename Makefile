@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 # Where the datasets live. Never hard-coded in the library: passed down as METAAUTO_DATA_DIR.
 DATA_DIR ?= $(abspath ../shared/data)
 export METAAUTO_DATA_DIR := $(DATA_DIR)
+RUN_DIR ?= $(or $(METAAUTO_HOME),$(HOME)/.metaauto)/runs/omniglot-5w1s-protonet-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: install run test bench lock clean
 
@@ -19,11 +20,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-# The main job: meta-train on Omniglot 5-way 1-shot and evaluate on the meta-test split with baselines.
+# The main job: meta-train on Omniglot 5-way 1-shot, evaluate on 600 meta-test episodes with both
+# baselines, log it all to MLflow, register the model and promote it if it beats the champion.
 run: install
 	$(BIN)/metaauto train --collection omniglot --data-dir $(DATA_DIR) --algorithm protonet \
-		--ways 5 --shots 1 --meta-steps 2000 --output runs/omniglot-5w1s-protonet
-	$(BIN)/metaauto evaluate --model runs/omniglot-5w1s-protonet --tasks 600
+		--ways 5 --shots 1 --meta-steps 600 --meta-batch-size 8 --val-every 100 \
+		--register omniglot-5w1s --output $(RUN_DIR)
 
 test: install
 	$(BIN)/python -m pytest

@@ -206,11 +206,19 @@ def _print_train(report: dict[str, Any]) -> None:
     )
     typer.echo(f"saved to {report['model_dir']}")
     mlflow = report.get("mlflow")
-    if mlflow:
-        typer.echo(f"MLflow run {mlflow['run_id']} in {mlflow['tracking_uri']}; model {mlflow['model_uri']}")
-        promotion = mlflow.get("promotion")
-        if promotion:
-            typer.echo(promotion["description"])
+    if not mlflow:
+        return
+    typer.echo(f"MLflow run {mlflow['run_id']} in {mlflow['tracking_uri']}; model {mlflow['model_uri']}")
+    promotion = mlflow.get("promotion")
+    if promotion:
+        typer.echo(promotion["description"])
+    typer.echo("\nwhere to look:")
+    typer.echo(f"  MLflow UI:  mlflow ui --backend-store-uri '{mlflow['tracking_uri']}' --host 127.0.0.1 --port 5000")
+    registered = mlflow.get("registered")
+    if registered:
+        uri = f"models:/{registered['name']}@champion"
+        typer.echo(f"  champion:   {uri}")
+        typer.echo(f"  downstream: import metaauto; clf = metaauto.load({uri!r}).adapt(X_support, y_support); clf.predict(X_query)")
 
 
 # -------------------------------------------------------------------------------------- evaluate
