@@ -10,6 +10,7 @@ from torch import nn
 from learner_episodes import gaussian_episodes
 from metaauto.backbones import make_backbone
 from metaauto.errors import LearnerError
+from metaauto.learners.base import CPU_CHUNK_SIZE
 from metaauto.learners import make_learner
 from metaauto.tasks import TaskBatch, load_collection
 
@@ -26,15 +27,22 @@ def embedding_net(seed: int = 0) -> nn.Module:
 
 @pytest.mark.parametrize("name", METRIC_LEARNERS)
 def test_the_whole_meta_batch_is_embedded_in_one_forward(name):
-    """One (vmapped) call of the model for all tasks; it sees one task's support+query examples."""
+    """One (vmapped) call of the model for all tasks; it sees one task's support+query examples.
+
+    ``chunk_size="auto"`` (the default) splits the meta-batch into chunks of ``CPU_CHUNK_SIZE`` tasks on
+    the CPU: one call per chunk.
+    """
     model = embedding_net()
     calls: list[tuple[int, ...]] = []
     model.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
-    learner = make_learner(name, model)
     batch = gaussian_episodes(6, ways=3, shots=2, queries=4)
-    learner.meta_loss(batch).backward()
+    make_learner(name, model, chunk_size=None).meta_loss(batch).backward()
     assert calls == [(6 + 12, 16)]
-    assert learner.execution == "vmap"
+    calls.clear()
+    learner = make_learner(name, model)
+    learner.meta_loss(batch).backward()
+    assert len(calls) == -(-6 // CPU_CHUNK_SIZE) and learner.vmap_chunk_size(torch.device("cpu")) == CPU_CHUNK_SIZE
+    assert learner.execution == "vmap" and learner.vmap_chunk_size(torch.device("cuda")) is None
 
 
 @pytest.mark.parametrize("name", METRIC_LEARNERS)

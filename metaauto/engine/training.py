@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 from metaauto.engine.callbacks import CallbackList, RunState
 from metaauto.engine.checkpoint import checkpoint_path, describe_mismatch, load_checkpoint, save_checkpoint
 from metaauto.engine.config import TRAIN_STREAM, VAL_STREAM, TrainConfig, derive_seed, digest, run_identity
-from metaauto.runtime import tune_cpu_allocator
 from metaauto.engine.device import Precision, forked_rng, resolve_device, resolve_precision, rng_state, set_rng_state
 from metaauto.engine.history import History, StepRecord, ValidationRecord
 from metaauto.engine.inference import score_episodes
 from metaauto.errors import TrainingError
 from metaauto.evaluation.metrics import mean_ci95
+from metaauto.runtime import tune_cpu_allocator
 
 # Seed stream for torch's own generators during training (dropout, random heads), distinct from the
 # episode streams.

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from torch.func import functional_call, stack_module_state, vmap
 
 from metaauto.backbones import make_backbone
@@ -198,7 +199,7 @@ class PretrainBaseline(Baseline):
         optimizer = torch.optim.Adam(network.parameters(), lr=self.pretrain_lr)
         network.train()
         with torch.enable_grad():
-            for _ in range(self.pretrain_steps):
+            for _ in tqdm(range(self.pretrain_steps), desc="pre-train baseline", unit="step", leave=False):
                 index = torch.randint(pooled.x.shape[0], (self.pretrain_batch_size,), generator=generator)
                 x, y = pooled.x[index].to(device), pooled.y[index].to(device)
                 output = network(x)

@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
+from tqdm.auto import tqdm
 
 from metaauto.engine.config import derive_seed
 from metaauto.engine.device import resolve_device
-from metaauto.runtime import tune_cpu_allocator
 from metaauto.engine.inference import score_episodes
 from metaauto.evaluation.baselines import Baseline
 from metaauto.evaluation.metrics import mean_ci95, paired_difference
+from metaauto.runtime import tune_cpu_allocator
 from metaauto.tasks.batch import TaskBatch
 
 #: tasks sampled per block (see the module docstring)
@@ -111,9 +112,11 @@ def run_protocol(
     ways = ways if collection.task_type == "classification" else None
     metric = "accuracy" if collection.task_type == "classification" else "mse"
     values: dict[str, list[torch.Tensor]] = {name: [] for name in scorers}
-    for start, batch in iter_episodes(collection, split, ways, shots, queries, tasks, seed):
-        for name, scorer in scorers.items():
-            values[name].append(scorer(batch, start).detach().to("cpu", torch.float64))
+    with tqdm(total=tasks, desc=f"{split} episodes: {', '.join(scorers)}", unit="task", leave=False) as bar:
+        for start, batch in iter_episodes(collection, split, ways, shots, queries, tasks, seed):
+            for name, scorer in scorers.items():
+                values[name].append(scorer(batch, start).detach().to("cpu", torch.float64))
+            bar.update(batch.tasks)
     results = {}
     for name, parts in values.items():
         per_task = torch.cat(parts)

@@ -21,6 +21,9 @@ from metaauto.tasks.batch import TaskBatch
 
 T = TypeVar("T")
 
+#: tasks per vmap chunk that ``chunk_size="auto"`` uses on the CPU (see :meth:`Learner.vmap_chunk_size`)
+CPU_CHUNK_SIZE = 4
+
 
 def running_stats_module(model: nn.Module) -> str | None:
     """The first normalisation layer that updates running statistics in place (cannot be vmapped)."""
@@ -52,12 +55,17 @@ class Learner(nn.Module, abc.ABC):
     #: task types the learner can solve
     task_types: ClassVar[tuple[str, ...]]
 
-    def __init__(self, model: nn.Module, vectorize: bool | str = "auto") -> None:
+    def __init__(self, model: nn.Module, vectorize: bool | str = "auto", chunk_size: int | str | None = "auto") -> None:
         super().__init__()
         if vectorize not in ("auto", True, False):
             raise LearnerError(f"vectorize must be 'auto', True or False, got {vectorize!r}")
+        if chunk_size not in ("auto", None) and (
+            isinstance(chunk_size, (bool, str)) or int(chunk_size) != chunk_size or chunk_size < 1
+        ):
+            raise LearnerError(f"chunk_size must be a positive integer, 'auto' or None, got {chunk_size!r}")
         self.model = model
         self.vectorize = vectorize
+        self.chunk_size = chunk_size
         #: how the tasks of a meta-batch are executed: ``"vmap"`` or ``"loop"``
         self.execution: str = "vmap"
         #: why the learner fell back to ``"loop"`` (empty when vectorised)
@@ -88,6 +96,19 @@ class Learner(nn.Module, abc.ABC):
             RuntimeWarning,
             stacklevel=4,
         )
+
+    def vmap_chunk_size(self, device: torch.device) -> int | None:
+        """Tasks per vmap chunk on ``device``; ``None`` runs the whole meta-batch at once.
+
+        ``"auto"`` vectorises the whole meta-batch on CUDA, where one large kernel per operation is
+        what makes vmap fast, and runs chunks of ``CPU_CHUNK_SIZE`` tasks on the CPU, where the
+        activations of a whole meta-batch (Conv4, 32 tasks: about 2.5 GiB) stream from main memory
+        at every layer and run slower than task-sized pieces that stay in cache (measured in
+        ``benchmarks/throughput.py``). Chunking also bounds peak memory.
+        """
+        if self.chunk_size == "auto":
+            return None if device.type == "cuda" else CPU_CHUNK_SIZE
+        return self.chunk_size
 
     def _run_tasks(self, vectorized: Callable[[], T], looped: Callable[[], T]) -> T:
         """``vectorized()`` when the learner vmaps, else ``looped()``; a first vmap failure falls back."""

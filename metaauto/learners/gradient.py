@@ -76,7 +76,8 @@ class GradientLearner(Learner):
             ``learner.inner_lrs`` so optimisers over ``learner.parameters()`` train them.
         outer: ``"maml"`` (query-loss backprop) or ``"reptile"`` (direction ``theta - phi``).
         vectorize: ``"auto"``, ``True`` (vmap or raise) or ``False`` (always one task at a time).
-        chunk_size: tasks per vmap chunk; bounds memory at some cost in speed (``None``: all at once).
+        chunk_size: tasks per vmap chunk (``None``: all at once; ``"auto"``: all at once on CUDA, small
+            chunks on the CPU, see :meth:`~metaauto.learners.base.Learner.vmap_chunk_size`).
 
     The inner loop adapts on the support set. MAML-style outer updates score the adapted parameters on
     the query set; Reptile also trains on the support set only, and uses the query set just to report
@@ -105,10 +106,10 @@ class GradientLearner(Learner):
         learn_inner_lr: bool = False,
         outer: str = "maml",
         vectorize: bool | str = "auto",
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = "auto",
     ) -> None:
-        self._validate(inner_lr, inner_steps, eval_inner_steps, adapt, learn_inner_lr, outer, vectorize, chunk_size)
-        super().__init__(model, vectorize=vectorize)
+        self._validate(inner_lr, inner_steps, eval_inner_steps, adapt, learn_inner_lr, outer)
+        super().__init__(model, vectorize=vectorize, chunk_size=chunk_size)
         self.inner_lr = list(inner_lr) if isinstance(inner_lr, (list, tuple)) else float(inner_lr)
         self.inner_steps = int(inner_steps)
         self.eval_inner_steps = None if eval_inner_steps is None else int(eval_inner_steps)
@@ -116,7 +117,6 @@ class GradientLearner(Learner):
         self.adapt_spec: str | list[str] = adapt if isinstance(adapt, str) else list(adapt)
         self.learn_inner_lr = bool(learn_inner_lr)
         self.outer = outer
-        self.chunk_size = chunk_size
         self.adapted_names = self._select_adapted(model, self.adapt_spec)
         if self.learn_inner_lr:
             params = dict(model.named_parameters())
@@ -127,7 +127,7 @@ class GradientLearner(Learner):
     # ----------------------------------------------------------------------------------- construction
 
     @staticmethod
-    def _validate(inner_lr, inner_steps, eval_inner_steps, adapt, learn_inner_lr, outer, vectorize, chunk_size) -> None:
+    def _validate(inner_lr, inner_steps, eval_inner_steps, adapt, learn_inner_lr, outer) -> None:
         if isinstance(inner_lr, (list, tuple)):
             if not learn_inner_lr:
                 raise LearnerError("inner_lr=[low, high] draws learned rates and needs learn_inner_lr=True")
@@ -145,10 +145,6 @@ class GradientLearner(Learner):
                 "Reptile's outer update (theta - phi) gives no gradient to learned inner learning rates; "
                 "use learn_inner_lr=False with outer='reptile'"
             )
-        if vectorize not in ("auto", True, False):
-            raise LearnerError(f"vectorize must be 'auto', True or False, got {vectorize!r}")
-        if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1):
-            raise LearnerError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
         if isinstance(adapt, str) and adapt not in ("all", "head"):
             raise LearnerError(f"adapt must be 'all', 'head' or a list of parameter-name patterns, got {adapt!r}")
 
@@ -221,7 +217,8 @@ class GradientLearner(Learner):
         )
         def vectorized():
             return vmap(
-                episode, in_dims=(None, None, None, 0, 0, 0, 0), randomness="different", chunk_size=self.chunk_size
+                episode, in_dims=(None, None, None, 0, 0, 0, 0), randomness="different",
+                chunk_size=self.vmap_chunk_size(batch.support_x.device),
             )(fast, slow, lrs, *data)
 
         def looped():

@@ -32,16 +32,17 @@ class MetricLearner(Learner):
     task_types: ClassVar[tuple[str, ...]] = ("classification",)
     defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, model: nn.Module, vectorize: bool | str = "auto") -> None:
-        super().__init__(model, vectorize=vectorize)
+    def __init__(self, model: nn.Module, vectorize: bool | str = "auto", chunk_size: int | str | None = "auto") -> None:
+        super().__init__(model, vectorize=vectorize, chunk_size=chunk_size)
 
     @classmethod
     def hparam_names(cls) -> tuple[str, ...]:
-        return (*cls.defaults, "vectorize")
+        return (*cls.defaults, "vectorize", "chunk_size")
 
     def execution_hparams(self) -> dict[str, Any]:
-        """``vectorize`` when it is not the default, so that a saved learner rebuilds the same way."""
-        return {} if self.vectorize == "auto" else {"vectorize": self.vectorize}
+        """Execution options that differ from the default, so that a saved learner rebuilds the same way."""
+        options = {"vectorize": self.vectorize, "chunk_size": self.chunk_size}
+        return {k: v for k, v in options.items() if v != "auto"}
 
     def embed(self, support_x: torch.Tensor, query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings ``[tasks, S, D]`` and ``[tasks, Q, D]``, each task's examples embedded together."""
@@ -50,7 +51,8 @@ class MetricLearner(Learner):
 
         def vectorized() -> torch.Tensor:
             state = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
-            return vmap(lambda x: functional_call(self.model, state, (x,)))(inputs)
+            chunk_size = self.vmap_chunk_size(inputs.device)
+            return vmap(lambda x: functional_call(self.model, state, (x,)), chunk_size=chunk_size)(inputs)
 
         def looped() -> torch.Tensor:
             return torch.stack([self.model(x) for x in inputs])
@@ -110,8 +112,11 @@ class ProtoNet(MetricLearner):
     #: train with 60-way episodes and Adam at 1e-3, halved every 2000 episodes).
     defaults = {"distance": "euclidean"}
 
-    def __init__(self, model: nn.Module, *, distance: str = "euclidean", vectorize: bool | str = "auto") -> None:
-        super().__init__(model, vectorize=vectorize)
+    def __init__(
+        self, model: nn.Module, *, distance: str = "euclidean", vectorize: bool | str = "auto",
+        chunk_size: int | str | None = "auto",
+    ) -> None:
+        super().__init__(model, vectorize=vectorize, chunk_size=chunk_size)
         if distance not in ("euclidean", "cosine"):
             raise LearnerError(f"protonet distance must be 'euclidean' or 'cosine', got {distance!r}")
         self.distance = distance
@@ -170,9 +175,10 @@ class RelationNet(MetricLearner):
     defaults = {"hidden": 8}
 
     def __init__(
-        self, model: nn.Module, *, hidden: int = 8, embedding_dim: int | None = None, vectorize: bool | str = "auto"
+        self, model: nn.Module, *, hidden: int = 8, embedding_dim: int | None = None, vectorize: bool | str = "auto",
+        chunk_size: int | str | None = "auto",
     ) -> None:
-        super().__init__(model, vectorize=vectorize)
+        super().__init__(model, vectorize=vectorize, chunk_size=chunk_size)
         if embedding_dim is None:
             embedding_dim = getattr(model, "out_dim", None)
         if not isinstance(embedding_dim, int) or embedding_dim < 1:
@@ -189,7 +195,7 @@ class RelationNet(MetricLearner):
 
     @classmethod
     def hparam_names(cls) -> tuple[str, ...]:
-        return ("hidden", "embedding_dim", "vectorize")
+        return ("hidden", "embedding_dim", "vectorize", "chunk_size")
 
     def hparams(self) -> dict[str, Any]:
         return {"hidden": self.hidden, "embedding_dim": self.embedding_dim, **self.execution_hparams()}
