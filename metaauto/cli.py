@@ -133,7 +133,7 @@ def train(
     """
     from metaauto.backbones import make_backbone
     from metaauto.engine import TrainConfig, meta_train
-    from metaauto.learners import LEARNERS, available_learners, make_learner, save_learner
+    from metaauto.learners import LEARNERS, available_learners, learner_defaults, make_learner, save_learner
     from metaauto.tasks import load_collection
 
     coll = load_collection(collection, data_dir=data_dir, **parse_options(collection_option))
@@ -148,7 +148,8 @@ def train(
     backbone = backbone or ("conv4" if len(coll.input_shape) == 3 else "mlp")
     metric_learner = LEARNERS[algorithm].family == "metric"
     out_features = None if metric_learner else coll.output_dim(ways if classification else None)
-    hparams = {k: v for k, v in {"inner_lr": inner_lr, "inner_steps": inner_steps, "first_order": first_order}.items() if v is not None}
+    explicit = {"inner_lr": inner_lr, "inner_steps": inner_steps, "first_order": first_order}
+    hparams = {**learner_defaults(algorithm, coll.task_type), **{k: v for k, v in explicit.items() if v is not None}}
 
     torch.manual_seed(seed)
     model = make_backbone(backbone, coll.input_shape, out_features, width=width)
@@ -208,6 +209,11 @@ def _print_train(report: dict[str, Any]) -> None:
     mlflow = report.get("mlflow")
     if not mlflow:
         return
+    meta_test = dict(mlflow["meta_test"])
+    metric, tasks = meta_test.pop("metric"), meta_test.pop("tasks")
+    scale, unit = (100.0, "%") if metric == "accuracy" else (1.0, "")
+    figures = ", ".join(f"{name} {r['mean'] * scale:.2f}{unit} +- {r['ci95'] * scale:.2f}" for name, r in meta_test.items())
+    typer.echo(f"meta-test {metric} over {tasks} episodes (95% CI): {figures}")
     typer.echo(f"MLflow run {mlflow['run_id']} in {mlflow['tracking_uri']}; model {mlflow['model_uri']}")
     promotion = mlflow.get("promotion")
     if promotion:

@@ -82,3 +82,14 @@ def test_unknown_option_and_non_module_model_are_refused():
         make_learner("matchingnet", model_for("matchingnet"), distance="cosine")
     with pytest.raises(LearnerError, match="wraps a torch.nn.Module, got dict"):
         make_learner("protonet", {})
+
+
+def test_regression_defaults_follow_the_sinusoid_paper_not_omniglot():
+    assert learner_defaults("maml", "regression") == {
+        "inner_lr": 0.01, "inner_steps": 1, "eval_inner_steps": 10, "first_order": False,
+    }
+    assert learner_defaults("maml") == learner_defaults("maml", "classification")
+    assert learner_defaults("reptile", "regression")["inner_steps"] == 5
+    assert learner_defaults("protonet", "regression") == learner_defaults("protonet")
+    with pytest.raises(LearnerError, match="unknown task type 'ranking'"):
+        learner_defaults("maml", "ranking")

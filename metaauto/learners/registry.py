@@ -40,9 +40,20 @@ def available_learners(task_type: str | None = None) -> list[str]:
     return [name for name, cls in LEARNERS.items() if task_type in cls.task_types]
 
 
-def learner_defaults(name: str) -> dict[str, Any]:
-    """The published Omniglot configuration of a learner, as ``make_learner`` keyword arguments."""
-    return copy.deepcopy(_learner_class(name).defaults)
+def learner_defaults(name: str, task_type: str = "classification") -> dict[str, Any]:
+    """The published configuration of a learner, as ``make_learner`` keyword arguments.
+
+    Classification: the Omniglot configuration of the learner's paper. Regression: the sinusoid
+    configuration of Finn et al. 2017 (``regression_defaults``) over it, for gradient learners.
+    """
+    cls = _learner_class(name)
+    if task_type not in TASK_TYPES:
+        raise LearnerError(f"unknown task type {task_type!r}; expected one of {', '.join(TASK_TYPES)}")
+    defaults = dict(cls.defaults)
+    if task_type == "regression":
+        regression = getattr(cls, "regression_defaults", {})
+        defaults.update({k: v for k, v in regression.items() if k in cls.hparam_names()})
+    return copy.deepcopy(defaults)
 
 
 def make_learner(name: str, model: nn.Module, **hparams: Any) -> Learner:
