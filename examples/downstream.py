@@ -36,7 +36,8 @@ def main() -> None:
     print(model)
     clf = model.adapt(X_support, y_support)  # a fitted scikit-learn classifier for this task
     print("predictions:", clf.predict(X_query[:10]))
-    print("probabilities of the first query:", dict(zip(clf.classes_, clf.predict_proba(X_query[:1])[0].round(3))))
+    probabilities = clf.predict_proba(X_query[:1])[0]
+    print("probabilities of the first query:", {str(c): round(float(p), 3) for c, p in zip(clf.classes_, probabilities)})
     print(f"accuracy on {len(y_query)} queries: {clf.score(X_query, y_query):.3f} (chance 0.2)")
 
     # the same through the scikit-learn wrapper, e.g. inside a Pipeline or cross-validation

@@ -96,3 +96,19 @@ def test_classifier_validates_its_input(champion_uri, episode) -> None:
         FewShotRegressor(model_uri=champion_uri).fit(X_s, np.arange(5.0))
     with pytest.raises(ValueError, match="exactly one"):
         FewShotClassifier().fit(X_s, y_s)
+
+
+def test_the_downstream_example_runs_against_the_champion(champion_uri, data_dir: Path) -> None:
+    """examples/downstream.py is what the README points users to: it must keep working."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(support.REPO / "examples" / "downstream.py"), "--model", champion_uri,
+         "--data-dir", str(data_dir)],
+        env=support.subprocess_env(MLFLOW_TRACKING_URI=support.store_uri()), capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("accuracy on 75 queries: ")[1].split()[0])
+    assert accuracy > 0.5  # chance is 0.2
