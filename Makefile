@@ -10,7 +10,7 @@ DATA_DIR ?= $(abspath ../shared/data)
 export METAAUTO_DATA_DIR := $(DATA_DIR)
 RUN_DIR ?= $(or $(METAAUTO_HOME),$(HOME)/.metaauto)/runs/omniglot-5w1s-protonet-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install run test bench lock clean
+.PHONY: install browser run test bench lock clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,13 @@ run: install
 		--ways 5 --shots 1 --meta-steps 600 --meta-batch-size 8 --val-every 100 \
 		--register omniglot-5w1s --output $(RUN_DIR)
 
-test: install
+# The browser tests drive Debian's Chromium (never a downloaded one); install it when it is missing.
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 bench: install
