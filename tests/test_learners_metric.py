@@ -9,7 +9,9 @@ from torch import nn
 
 from learner_episodes import gaussian_episodes
 from metaauto.backbones import make_backbone
+from metaauto.engine import TrainConfig, meta_train
 from metaauto.errors import LearnerError
+from metaauto.evaluation import evaluate
 from metaauto.learners.base import CPU_CHUNK_SIZE
 from metaauto.learners import make_learner
 from metaauto.tasks import TaskBatch, load_collection
@@ -122,6 +124,48 @@ def test_relationnet_registers_its_relation_module_and_uses_mse():
     torch.testing.assert_close(out.loss, F.mse_loss(out.query_output, F.one_hot(batch.query_y, 3).float()))
     out.loss.backward()
     assert learner.relation[0].weight.grad is not None and model.head is None
+
+
+def test_relationnet_cross_entropy_reads_relation_logits_as_class_logits():
+    model = embedding_net()
+    mse = make_learner("relationnet", model)
+    ce = make_learner("relationnet", model, loss="cross_entropy")
+    ce.load_state_dict(mse.state_dict())
+    assert ce.hparams() == {"hidden": 8, "embedding_dim": 32, "loss": "cross_entropy"} and "loss" not in mse.hparams()
+    batch = gaussian_episodes(2, ways=3, shots=2, queries=2)
+    out = ce.forward_episodes(batch)
+    torch.testing.assert_close(out.query_output.sigmoid(), mse.forward_episodes(batch).query_output)
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.query_output.flatten(0, 1), batch.query_y.flatten()))
+    with pytest.raises(LearnerError, match="loss must be one of 'mse', 'cross_entropy', got 'hinge'"):
+        make_learner("relationnet", model, loss="hinge")
+
+
+def test_relationnet_hidden_units_stay_alive_on_a_nonnegative_embedding():
+    """The old head (no normalisation) on conv4's non-negative embedding started with dead ReLUs and
+    collapsed to a constant score; the LayerNorm keeps about half of the hidden units active."""
+    torch.manual_seed(0)
+    learner = make_learner("relationnet", make_backbone("conv4", (1, 28, 28), None))
+    pairs = torch.rand(500, 2 * learner.embedding_dim) * 3
+    hidden = learner.relation[:3](pairs)
+    assert 0.3 < (hidden > 0).float().mean() < 0.7
+    assert learner.relation(pairs).std() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def omniglot(data_dir):
+    return load_collection("omniglot", data_dir=data_dir)
+
+
+def test_relationnet_meta_trains_on_omniglot_5way_1shot_far_above_chance(omniglot):
+    """Real Omniglot, 5-way 1-shot, 100 meta-steps of 4 tasks: the old head stayed at chance (0.2)."""
+    torch.manual_seed(0)
+    learner = make_learner("relationnet", make_backbone("conv4", omniglot.input_shape, width=16), loss="cross_entropy")
+    config = TrainConfig(ways=5, shots=1, queries=5, meta_batch_size=4, meta_steps=100, meta_lr=3e-3,
+                         val_every=100, val_tasks=20, progress=False)
+    result = meta_train(learner, omniglot, config)
+    assert result.final_step == 100
+    test = evaluate(learner, omniglot, ways=5, shots=1, queries=5, tasks=100, seed=0)
+    assert test.mean > 0.5, (test, result.history.val)  # chance is 0.2
 
 
 @pytest.mark.parametrize("name", METRIC_LEARNERS)

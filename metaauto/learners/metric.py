@@ -164,19 +164,31 @@ class RelationNet(MetricLearner):
     """Relation networks: a learned relation module scores each (class, query) pair of embeddings.
 
     The class representation is the sum of its support embeddings (Sung et al. 2018). The relation
-    module, registered on the learner as ``learner.relation``, is ``Linear(2D, hidden) -> ReLU ->
-    Linear(hidden, 1) -> Sigmoid`` over concatenated flat embeddings (the paper's conv relation blocks
-    work on feature maps; with flat embeddings only its fully connected part applies). As in the paper
-    the loss is the **mean squared error** between relation scores and one-hot targets.
+    module, registered on the learner as ``learner.relation``, is ``Linear(2D, hidden) -> LayerNorm ->
+    ReLU -> Linear(hidden, 1)`` over concatenated flat embeddings and outputs a relation logit (the
+    paper's conv relation blocks work on feature maps; with flat embeddings only its fully connected
+    part applies, and the paper's BatchNorm becomes a per-pair LayerNorm so that no pair's score depends
+    on the other pairs and ``torch.func`` transforms stay valid).
+
+    Why the normalisation: without it a narrow head (the paper's 8 units) over a conv4 embedding
+    (non-negative, 64 wide) starts with most ReLUs dead or saturating the sigmoid; the MSE gradient
+    then vanishes and the module collapses to the constant ``1/ways`` (accuracy stuck at chance, loss
+    ``(ways-1)/ways**2``). Normalising the hidden pre-activations keeps about half of them active.
+
+    ``loss="mse"`` (the paper's): scores are ``sigmoid(logit)`` in (0, 1) regressed onto one-hot targets.
+    ``loss="cross_entropy"``: scores are the logits themselves, trained with softmax cross-entropy
+    over the classes; it usually trains faster. The prediction (argmax) is the same function of the
+    logits either way.
     """
 
     name = "relationnet"
     #: Sung et al. 2018, "Learning to Compare": FC layers of 8 and 1 units, MSE loss (Adam, 1e-3).
     defaults = {"hidden": 8}
+    losses: ClassVar[tuple[str, ...]] = ("mse", "cross_entropy")
 
     def __init__(
-        self, model: nn.Module, *, hidden: int = 8, embedding_dim: int | None = None, vectorize: bool | str = "auto",
-        chunk_size: int | str | None = "auto",
+        self, model: nn.Module, *, hidden: int = 8, embedding_dim: int | None = None, loss: str = "mse",
+        vectorize: bool | str = "auto", chunk_size: int | str | None = "auto",
     ) -> None:
         super().__init__(model, vectorize=vectorize, chunk_size=chunk_size)
         if embedding_dim is None:
@@ -188,17 +200,22 @@ class RelationNet(MetricLearner):
             )
         if isinstance(hidden, bool) or int(hidden) != hidden or hidden < 1:
             raise LearnerError(f"relationnet hidden must be a positive integer, got {hidden!r}")
-        self.hidden, self.embedding_dim = int(hidden), embedding_dim
+        if loss not in self.losses:
+            raise LearnerError(f"relationnet loss must be one of {', '.join(map(repr, self.losses))}, got {loss!r}")
+        self.hidden, self.embedding_dim, self.loss = int(hidden), embedding_dim, loss
         self.relation = nn.Sequential(
-            nn.Linear(2 * embedding_dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1), nn.Sigmoid()
+            nn.Linear(2 * embedding_dim, self.hidden), nn.LayerNorm(self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1)
         )
 
     @classmethod
     def hparam_names(cls) -> tuple[str, ...]:
-        return ("hidden", "embedding_dim", "vectorize", "chunk_size")
+        return ("hidden", "embedding_dim", "loss", "vectorize", "chunk_size")
 
     def hparams(self) -> dict[str, Any]:
-        return {"hidden": self.hidden, "embedding_dim": self.embedding_dim, **self.execution_hparams()}
+        options = {"hidden": self.hidden, "embedding_dim": self.embedding_dim}
+        if self.loss != "mse":  # only when it differs, so learners saved before the option load unchanged
+            options["loss"] = self.loss
+        return {**options, **self.execution_hparams()}
 
     def scores(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         if query.shape[-1] != self.embedding_dim:
@@ -212,7 +229,10 @@ class RelationNet(MetricLearner):
             [classes.unsqueeze(1).expand(tasks, queries, ways, dim), query.unsqueeze(2).expand(tasks, queries, ways, dim)],
             dim=-1,
         )
-        return self.relation(pairs).squeeze(-1)
+        logits = self.relation(pairs).squeeze(-1)
+        return logits if self.loss == "cross_entropy" else torch.sigmoid(logits)
 
     def episode_loss(self, scores: torch.Tensor, query_y: torch.Tensor, ways: int) -> torch.Tensor:
+        if self.loss == "cross_entropy":
+            return super().episode_loss(scores, query_y, ways)
         return F.mse_loss(scores, F.one_hot(query_y, ways).to(scores.dtype))
