@@ -22,3 +22,11 @@ class LearnerError(MetaautoError, ValueError):
 
 class TrainingError(MetaautoError, ValueError):
     """Training cannot start or resume as asked (unusable device, mismatched checkpoint, bad config)."""
+
+
+class DivergenceError(TrainingError):
+    """The meta-loss became NaN or infinite: the configuration (learning rates, no clipping) is bad, not the input.
+
+    A distinct type so that a hyperparameter search can prune such a trial instead of failing it,
+    without matching the message text.
+    """

@@ -50,3 +50,23 @@ def test_search_bad_input_exits_2():
     assert result.exit_code == 2 and "cannot solve regression" in result.stderr
     result = invoke("search", *TINY, "--trials", 1, "--trial-seconds", 0)
     assert result.exit_code == 2 and "time budget must be positive" in result.stderr
+
+
+def test_warm_start_flag(single_thread):
+    import optuna
+
+    from metaauto.search import default_storage_url
+    from metaauto.search.knowledge import KnowledgeBase, meta_features
+    from metaauto.tasks import load_collection
+
+    past = f"cli-past-{uuid.uuid4().hex[:8]}"
+    best = {"algorithm": "fomaml", "fomaml.inner_lr": 0.02, "fomaml.inner_steps": 2, "meta_lr": 0.002,
+            "meta_batch_size": 4, "backbone.width": 40}
+    KnowledgeBase().record(past, meta_features(load_collection("sinusoid"), None, 5), best, 0.0)  # MSE 0: ranks first among equally near studies
+    for flag, expected in (("--warm-start", [best]), ("--no-warm-start", [])):
+        study = f"cli-warm-{uuid.uuid4().hex[:8]}"
+        result = invoke("search", *TINY, "--trials", 1, "--algorithms", "fomaml", "--study", study, flag)
+        assert result.exit_code == 0, result.output
+        trials = optuna.load_study(study_name=study, storage=default_storage_url()).get_trials(deepcopy=False)
+        warm = [t.system_attrs["fixed_params"] for t in trials if str(t.user_attrs.get("enqueued", "")).startswith("warm start")]
+        assert warm[:1] == expected

@@ -92,6 +92,12 @@ def test_trials_are_nested_runs_under_the_parent(search, client, tmp_path):
             assert run.data.metrics["meta_val/mse"] == pytest.approx(-trial.intermediate_values[trial.last_step])
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "search")}
     assert {LEADERBOARD_JSON, "search/leaderboard.csv", "search/optimization_history.png"} <= artifacts
+    # interactive versions of every plot drawable with this many complete trials, via optuna.visualization
+    html = {f"search/{p}.html" for p in ("optimization_history", "param_importances", "parallel_coordinate")}
+    drawn = {p for p in html if Path(p).name not in result.plots_skipped}
+    assert "search/optimization_history.html" in drawn and drawn <= artifacts
+    page = Path(client.download_artifacts(result.parent_run_id, "search/optimization_history.html", str(tmp_path))).read_text()
+    assert "plotly" in page.lower() and "Optimization History" in page
     board = json.loads(Path(client.download_artifacts(result.parent_run_id, LEADERBOARD_JSON, str(tmp_path))).read_text())
     assert [row["trial"] for row in board] == [row["trial"] for row in result.leaderboard]
     assert sorted(row["trial"] for row in board) == [t.number for t in study.trials]
@@ -153,7 +159,7 @@ def test_resume_continues_the_study_and_requeues_interrupted_trials(sinusoid, tm
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == SearchSpace("regression", "mlp", ["fomaml", "reptile"]).defaults("reptile")
     # the published defaults were enqueued once, when the study was created
-    assert sum(1 for t in trials if t.user_attrs.get("enqueued")) == 2
+    assert sum(1 for t in trials if t.user_attrs.get("enqueued") == "published defaults") == 2
 
 
 def test_seconds_budget_stops_a_trial_gracefully(sinusoid):
@@ -164,3 +170,35 @@ def test_seconds_budget_stops_a_trial_gracefully(sinusoid):
     (row,) = result.leaderboard
     assert row["state"] == "COMPLETE" and row["reason"] == "time_budget"
     assert 0 < row["last_step"] < 100_000  # validated once more at the step it stopped
+
+
+def test_plots_of_a_one_trial_study_are_logged_or_skipped_with_reason(client, tmp_path):
+    from metaauto.search.tracking import log_study
+    from metaauto.tracking.run import TrackedRun
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    run = TrackedRun.start(run_name="plots-one-trial", client=client)
+    skipped = log_study(run, study)
+    run.end("FINISHED")
+    artifacts = {a.path for a in client.list_artifacts(run.run_id, "search")}
+    assert "search/optimization_history.html" in artifacts and "search/parallel_coordinate.html" in artifacts
+    # importances need several complete trials in some optuna versions: then skipped with the reason, never raised
+    for plot in ("param_importances.html", "param_importances.png"):
+        assert (f"search/{plot}" in artifacts) != (plot in skipped)
+    assert ("search/plots_skipped.json" in artifacts) == bool(skipped)
+
+
+def test_engine_raises_a_divergence_error_that_the_search_prunes(sinusoid, tmp_path):
+    from metaauto.errors import DivergenceError, TrainingError
+    from metaauto.search.objective import _is_divergence
+
+    name = f"sin-nan-{uuid.uuid4().hex[:8]}"
+    result = run_search(sinusoid, **EPISODES, trials=1, algorithms=["fomaml"], budget=Budget(max_steps=6, val_every=3, val_tasks=5),
+                        pruner="none", study_name=name, overrides={"meta_lr": 1e9, "fomaml.inner_lr": 1e6}, track=False,
+                        storage=f"sqlite:///{tmp_path / 'nan.db'}")
+    (trial,) = result.leaderboard
+    # the engine's DivergenceError on the training loss, caught by type, not a validation NaN
+    assert trial["state"] == "PRUNED" and trial["reason"].startswith("diverged: the meta-loss became")
+    assert issubclass(DivergenceError, TrainingError)
+    assert _is_divergence(DivergenceError("x")) and not _is_divergence(TrainingError("the meta-loss became nan"))

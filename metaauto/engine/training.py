@@ -23,7 +23,7 @@ from metaauto.engine.config import TRAIN_STREAM, VAL_STREAM, TrainConfig, derive
 from metaauto.engine.device import Precision, forked_rng, resolve_device, resolve_precision, rng_state, set_rng_state
 from metaauto.engine.history import History, StepRecord, ValidationRecord
 from metaauto.engine.inference import score_episodes
-from metaauto.errors import TrainingError
+from metaauto.errors import DivergenceError, TrainingError
 from metaauto.evaluation.metrics import mean_ci95
 from metaauto.runtime import tune_cpu_allocator
 
@@ -214,7 +214,7 @@ class _Trainer:
         loss = out.loss.float()
         loss_value = loss.item()
         if not torch.isfinite(loss):
-            raise TrainingError(
+            raise DivergenceError(
                 f"the meta-loss became {loss_value} at step {step}; lower meta_lr (now {config.meta_lr}) "
                 "or set grad_clip"
             )

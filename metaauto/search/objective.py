@@ -24,7 +24,7 @@ import torch
 from metaauto.backbones import make_backbone
 from metaauto.engine import Callback, RunState, TrainConfig, meta_train
 from metaauto.engine.history import StepRecord, ValidationRecord
-from metaauto.errors import TrainingError
+from metaauto.errors import DivergenceError
 from metaauto.learners import LEARNERS, make_learner
 from metaauto.search.space import Candidate, SearchError, SearchSpace
 
@@ -116,8 +116,8 @@ class TrialCallback(Callback):
 
 
 def _is_divergence(exc: BaseException) -> bool:
-    # the engine refuses to step on a non-finite meta-loss with a TrainingError naming it
-    return isinstance(exc, Diverged) or (isinstance(exc, TrainingError) and "meta-loss became" in str(exc))
+    # the engine refuses to step on a non-finite meta-loss with a DivergenceError
+    return isinstance(exc, (Diverged, DivergenceError))
 
 
 class Objective:

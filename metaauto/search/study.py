@@ -7,10 +7,15 @@ budget (training is deterministic given the seed, so this reproduces the trial's
 trial ran its full budget) by :func:`metaauto.tracking.train_tracked`, which evaluates it on the
 meta-test split with the baselines, logs the model, and registers and promotes it by the registry's
 rules. That run is nested under the study's parent run like the trials.
+
+A new study also enqueues, after the defaults, the best configurations of the most similar past
+studies (:mod:`metaauto.search.knowledge`), and every finished study is recorded for later ones.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -19,6 +24,7 @@ from mlflow import MlflowClient
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from metaauto.search.knowledge import DEFAULT_K, WARM_ATTR, KnowledgeBase, meta_features, warm_start_configs
 from metaauto.search.objective import Budget, EpisodeSettings, Objective, REASON, build, train_config
 from metaauto.search.space import SearchError, SearchSpace
 from metaauto.search.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, default_storage_url, is_shared, open_storage, redact
@@ -130,6 +136,9 @@ def run_search(
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
     grace_period: int = GRACE_PERIOD_S,
+    warm_start: bool = True,
+    knowledge: KnowledgeBase | str | None = None,
+    warm_k: int = DEFAULT_K,
 ) -> SearchResult:
     """Search learners and hyperparameters for ``collection`` (see the module docstring).
 
@@ -138,6 +147,9 @@ def run_search(
     trials; the process that created the study (or resumes it) reports, evaluates and registers.
     ``heartbeat_interval`` and ``grace_period`` (seconds) apply to database storages other than SQLite:
     a trial silent for ``grace_period`` is failed and retried once by the next process that asks for one.
+    With ``warm_start``, a new study also enqueues (after the defaults) the best configurations of the
+    ``warm_k`` past studies nearest by meta-features in ``knowledge`` (a :class:`KnowledgeBase` or its path;
+    default ``$METAAUTO_HOME/search/knowledge.db``); every finished study is recorded there either way.
     """
     budget = budget or Budget()
     backbone = backbone or ("conv4" if len(collection.input_shape) == 3 else "mlp")
@@ -153,8 +165,19 @@ def run_search(
                                  make_pruner(pruner, budget), resume=resume, worker=worker)
     if created:
         study.set_user_attr("collection.fingerprint", collection.fingerprint)
-        for algorithm in space.algorithms:
-            study.enqueue_trial(space.defaults(algorithm), user_attrs={"enqueued": "published defaults"})
+        defaults = [space.defaults(algorithm) for algorithm in space.algorithms]
+        for values in defaults:
+            study.enqueue_trial(values, user_attrs={"enqueued": "published defaults"})
+        features = meta_features(collection, episodes.ways, shots)
+        study.set_user_attr("metaauto.meta_features", features)
+        if warm_start:
+            kb = knowledge if isinstance(knowledge, KnowledgeBase) else KnowledgeBase(knowledge)
+            borrowed = []
+            for past, values in warm_start_configs(space, kb.nearest(features, warm_k, exclude=name), skip=defaults):
+                study.enqueue_trial(values, user_attrs={"enqueued": f"warm start from study {past.study}",
+                                                        "warm_start.distance": round(past.distance, 6)})
+                borrowed.append({"study": past.study, "distance": past.distance, "best_value": past.best_value})
+            study.set_user_attr(WARM_ATTR, borrowed)
     elif study.user_attrs.get("collection.fingerprint") not in (None, collection.fingerprint):
         raise SearchError(f"study {name!r} searched collection {study.user_attrs['collection.fingerprint']}, "
                           f"not {collection.name} ({collection.fingerprint})")
@@ -190,6 +213,13 @@ def run_search(
             study.optimize(objective, n_trials=trials - already if not worker else trials, timeout=timeout,
                            catch=(Exception,), callbacks=study_callbacks, gc_after_trial=True)
         result = _summarise(study, name, url, parent)
+        if not worker and result.best_trial is not None:
+            features = study.user_attrs.get("metaauto.meta_features") or meta_features(collection, episodes.ways, shots)
+            try:
+                kb = knowledge if isinstance(knowledge, KnowledgeBase) else KnowledgeBase(knowledge)
+                kb.record(name, features, result.best_params, result.best_value)
+            except (SearchError, sqlite3.Error) as exc:  # a finished search is worth more than its warm-start record
+                warnings.warn(f"study {name!r} was not recorded in the knowledge base: {exc}", stacklevel=2)
         if worker or parent is None:
             return result
         result.plots_skipped = log_study(parent, study)
