@@ -20,12 +20,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-# The main job: meta-train on Omniglot 5-way 1-shot, evaluate on 600 meta-test episodes with both
-# baselines, log it all to MLflow, register the model and promote it if it beats the champion.
+# The main job: the meta-pipeline Prefect flow (ingest Omniglot 5-way 1-shot, a short Optuna search over
+# learners, the best one meta-trained for 600 steps and meta-tested on 600 episodes with both baselines,
+# all logged to MLflow; registered and promoted to omniglot-5w1s@champion if it beats the champion).
 run: install
-	$(BIN)/metaauto train --collection omniglot --data-dir $(DATA_DIR) --algorithm protonet \
-		--ways 5 --shots 1 --meta-steps 600 --meta-batch-size 8 --val-every 100 \
-		--register omniglot-5w1s --output $(RUN_DIR)
+	$(BIN)/metaauto pipeline --collection omniglot --data-dir $(DATA_DIR) --ways 5 --shots 1 \
+		--register omniglot-5w1s
 
 # The browser tests drive Debian's Chromium (never a downloaded one); install it when it is missing.
 browser:

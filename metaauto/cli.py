@@ -358,6 +358,7 @@ def search(
     study: Optional[str] = typer.Option(None, "--study", help="Study name (default: <collection>-<ways>w<shots>s)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an existing study (after a crash, or with more trials)."),
     worker: bool = typer.Option(False, "--worker", help="Join an existing study and only run trials."),
+    warm_start: bool = typer.Option(True, "--warm-start/--no-warm-start", help="Also enqueue the best configurations of the most similar past studies (knowledge base)."),
     heartbeat_interval: int = typer.Option(30, help="Database storages: seconds between a running trial's heartbeats."),
     grace_period: int = typer.Option(120, help="Database storages: a trial silent this long is failed and retried once."),
     track: bool = typer.Option(True, "--track/--no-track", help="Nested MLflow runs per trial, plots and the final evaluation."),
@@ -397,7 +398,7 @@ def search(
         budget=Budget(max_steps=max_steps, seconds=trial_seconds, val_every=val_every, val_tasks=val_tasks),
         pruner=pruner, storage=storage, study_name=study, resume=resume, worker=worker, backbone=backbone, seed=seed,
         device=device, track=track, evaluation=evaluation, register_as=register, on_trial=report_trial,
-        heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period, warm_start=warm_start,
     )
     emit(result.summary(), json_output, _print_search)
 
@@ -420,6 +421,28 @@ def _print_search(report: dict[str, Any]) -> None:
             typer.echo(final["promotion"]["description"])
 
 
+@app.command()
+@friendly_errors
+def dashboard(
+    port: int = typer.Option(8501, help="Port to serve the dashboard on."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; loopback by default (see infra/README.md before exposing it)."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage for the study explorer (default METAAUTO_SEARCH_STORAGE, else the project's SQLite)."),
+) -> None:
+    """Open the web dashboard: leaderboard, study explorer, try a champion (reads MLflow and the Optuna storage)."""
+    import subprocess
+
+    from metaauto.dashboard import STORAGE_ENV
+
+    app_file = Path(__file__).resolve().parent / "dashboard_app.py"
+    env = dict(os.environ)
+    if storage:
+        env[STORAGE_ENV] = storage
+    command = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", host, "--server.port", str(port),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    typer.echo(f"dashboard on http://{host}:{port}", err=True)
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
 def _register_tracking_commands() -> None:
     from metaauto.tracking.cli import promote, rollback
 
@@ -428,6 +451,24 @@ def _register_tracking_commands() -> None:
 
 
 _register_tracking_commands()
+
+
+def _register_pipeline_command() -> None:
+    from metaauto.cli_pipeline import pipeline
+
+    app.command("pipeline")(friendly_errors(pipeline))
+
+
+_register_pipeline_command()
+
+
+def _register_server_commands() -> None:
+    from metaauto.cli_servers import register
+
+    register(app)
+
+
+_register_server_commands()
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

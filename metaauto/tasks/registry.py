@@ -17,6 +17,8 @@ import pandas as pd
 
 from metaauto.errors import CollectionError
 from metaauto.tasks.base import TaskCollection
+from metaauto.tasks.heart_disease import HeartDiseaseCollection
+from metaauto.tasks.movielens import MovieLensCollection
 from metaauto.tasks.omniglot import OmniglotCollection
 from metaauto.tasks.sinusoid import SinusoidCollection
 from metaauto.tasks.table import TABLE_SUFFIXES, TableCollection
@@ -70,3 +72,5 @@ def load_collection(
 
 register_collection("omniglot", lambda data_dir, **options: OmniglotCollection(data_dir, **options))
 register_collection("sinusoid", lambda data_dir, **options: SinusoidCollection(**options))
+register_collection("heart-disease", lambda data_dir, **options: HeartDiseaseCollection(data_dir, **options))
+register_collection("movielens", lambda data_dir, **options: MovieLensCollection(data_dir, **options))

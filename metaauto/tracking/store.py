@@ -68,6 +68,10 @@ def get_client(uri: str | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=registry_uri(uri))
 
 
+#: read by the MLflow 3 UI to choose an experiment's landing page
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
 def ensure_experiment(client: MlflowClient, name: str = DEFAULT_EXPERIMENT) -> str:
     """The id of experiment ``name``, created on first use (safe when two processes race to create it)."""
     found = client.get_experiment_by_name(name)
@@ -77,7 +81,8 @@ def ensure_experiment(client: MlflowClient, name: str = DEFAULT_EXPERIMENT) -> s
         return found.experiment_id
     location = artifact_root() if is_embedded(client.tracking_uri) else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # the kind tag makes the MLflow UI open the experiment on its training-runs table, not the GenAI overview
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise

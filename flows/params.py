@@ -1,0 +1,104 @@
+"""Typed parameters of the flows.
+
+Every flow takes one of these pydantic models, so Prefect renders a real form (titles, descriptions,
+bounds, drop-downs for ``Literal`` enums) and rejects bad values before a run starts. They are plain
+data (names, numbers), never tensors or studies, so they serialise into flow-run parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Algorithm = Literal["maml", "fomaml", "reptile", "metasgd", "anil", "protonet"]
+
+
+class CollectionParams(BaseModel):
+    """Which task collection and which episodes."""
+
+    model_config = ConfigDict(extra="forbid", title="Task collection")
+
+    collection: str = Field("omniglot", title="Collection",
+                            description="Registered collection (omniglot, sinusoid, ...) or a path to a .csv/.parquet table.")
+    data_dir: Optional[str] = Field(None, title="Data directory",
+                                    description="Dataset directory; empty means $METAAUTO_DATA_DIR.")
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict, title="Collection options",
+                                                         description="Collection options, e.g. {\"task_col\": \"user\"} for a table.")
+    ways: int = Field(5, ge=2, le=50, title="Ways", description="Classes per episode (ignored for regression).")
+    shots: int = Field(1, ge=1, le=50, title="Shots", description="Labelled support examples per class (per task for regression).")
+    queries: int = Field(15, ge=1, le=100, title="Queries", description="Query examples per class (per task for regression).")
+
+
+class SearchParams(BaseModel):
+    """How the Optuna study runs."""
+
+    model_config = ConfigDict(extra="forbid", title="Search")
+
+    trials: int = Field(4, ge=1, le=1000, title="Trials", description="Finished trials the study runs to, in total (resumptions included).")
+    algorithms: Optional[list[Algorithm]] = Field(None, title="Algorithms", description="Learners to search; empty means all that fit the task type.")
+    max_steps: int = Field(100, ge=1, le=100_000, title="Steps per trial", description="Meta-updates per trial at most.")
+    trial_seconds: Optional[float] = Field(None, gt=0, le=86_400, title="Seconds per trial", description="Training seconds per trial at most.")
+    val_every: int = Field(50, ge=1, le=10_000, title="Validate every", description="Validate and report to the pruner every N meta-updates.")
+    val_tasks: int = Field(50, ge=1, le=5_000, title="Validation tasks", description="Fixed validation episodes.")
+    pruner: Literal["hyperband", "median", "successive_halving", "none"] = Field("hyperband", title="Pruner")
+    storage: Optional[str] = Field(None, title="Study storage",
+                                   description="Empty: SQLite under the project home (journal file when parallelism > 1); 'journal[:PATH]'; or postgresql://user@host/db.")
+    study_name: Optional[str] = Field(None, title="Study name", description="Empty: COLLECTION-{ways}w{shots}s, e.g. omniglot-5w1s. An existing study is resumed.")
+    parallelism: int = Field(1, ge=1, le=64, title="Parallel trials", description="Trials run at once on the task runner.")
+    task_runner: Literal["threads", "processes"] = Field("threads", title="Task runner",
+                                                         description="Where trials run: a thread pool (default) or a process pool.")
+    gpu_concurrency_limit: Optional[str] = Field(None, title="GPU concurrency limit",
+                                                 description="Name of a Prefect global concurrency limit every trial occupies one slot of (e.g. 'gpu'); empty: 'gpu' on CUDA, none on the CPU.")
+    trial_retries: int = Field(1, ge=0, le=5, title="Trial retries", description="Prefect retries of a trial task that raised.")
+    seed: int = Field(0, ge=0, title="Seed", description="Seeds the sampler, initialisations and episodes.")
+    device: str = Field("auto", title="Device", description="auto, cpu, cuda, cuda:1, ...")
+    backbone: Optional[Literal["conv4", "mlp"]] = Field(None, title="Backbone", description="Empty: conv4 for images, mlp otherwise.")
+
+
+class EvalParams(BaseModel):
+    """The final meta-test and the registry."""
+
+    model_config = ConfigDict(extra="forbid", title="Evaluation and promotion")
+
+    final_steps: Optional[int] = Field(None, ge=1, le=100_000, title="Final training steps",
+                                       description="Meta-updates of the best configuration's final training; empty: the trial budget.")
+    tasks: int = Field(600, ge=1, le=10_000, title="Meta-test tasks", description="Meta-test episodes, shared by the learner and the baselines.")
+    baselines: bool = Field(True, title="Baselines", description="Score the scratch and pre-train baselines on the same episodes.")
+    pretrain_steps: int = Field(1000, ge=1, le=100_000, title="Pre-train steps", description="Pre-training steps of the pre-train baseline.")
+    scratch_steps: int = Field(100, ge=1, le=10_000, title="Scratch steps", description="Fine-tuning steps of the scratch baseline.")
+    register_as: Optional[str] = Field("omniglot-5w1s", title="Registered model",
+                                       description="Register the best configuration as this model and promote it to @champion if it wins; empty: do not register.")
+    test: Literal["wilcoxon", "ttest"] = Field("wilcoxon", title="Promotion test", description="One-sided paired test against the champion.")
+    alpha: float = Field(0.05, gt=0, lt=1, title="Significance level")
+    margin: float = Field(0.0, ge=0, title="Margin", description="Minimum mean improvement per task to promote.")
+
+
+class TransferParams(BaseModel):
+    """Adapting the champion to a new collection."""
+
+    model_config = ConfigDict(extra="forbid", title="Transfer")
+
+    model_uri: str = Field("models:/omniglot-5w1s@champion", title="Model URI", description="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model.")
+    target: CollectionParams = Field(default_factory=CollectionParams, title="Target collection",
+                                     description="The new collection whose few labelled support examples the model adapts to.")
+    split: Literal["train", "val", "test"] = Field("test", title="Split", description="Split of the target collection the episodes come from.")
+    tasks: int = Field(100, ge=1, le=10_000, title="Tasks", description="Episodes scored (the same ones for the model and the baselines).")
+    baselines: bool = Field(True, title="Baselines")
+    pretrain_steps: int = Field(300, ge=1, le=100_000, title="Pre-train steps")
+    scratch_steps: int = Field(100, ge=1, le=10_000, title="Scratch steps")
+    seed: int = Field(0, ge=0, title="Seed")
+    device: str = Field("auto", title="Device")
+
+
+class PipelineParams(BaseModel):
+    """The main job: ingest, search, evaluate and promote, then (optionally) transfer."""
+
+    model_config = ConfigDict(extra="forbid", title="Meta-pipeline")
+
+    data: CollectionParams = Field(default_factory=CollectionParams, title="Collection")
+    search: SearchParams = Field(default_factory=SearchParams, title="Search")
+    evaluation: EvalParams = Field(default_factory=EvalParams, title="Evaluation and promotion")
+    transfer: Optional[TransferParams] = Field(None, title="Transfer (optional)",
+                                               description="Adapt the champion to another collection after promotion; empty: skip.")
+    experiment: str = Field("metaauto", title="MLflow experiment")
