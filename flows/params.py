@@ -42,8 +42,10 @@ class SearchParams(BaseModel):
     val_every: int = Field(50, ge=1, le=10_000, title="Validate every", description="Validate and report to the pruner every N meta-updates.")
     val_tasks: int = Field(50, ge=1, le=5_000, title="Validation tasks", description="Fixed validation episodes.")
     pruner: Literal["hyperband", "median", "successive_halving", "none"] = Field("hyperband", title="Pruner")
+    warm_start: bool = Field(True, title="Warm start",
+                             description="A new study also tries the best configurations of the most similar past studies (knowledge base).")
     storage: Optional[str] = Field(None, title="Study storage",
-                                   description="Empty: SQLite under the project home (journal file when parallelism > 1); 'journal[:PATH]'; or postgresql://user@host/db.")
+                                   description="Empty: $METAAUTO_SEARCH_STORAGE if set, else SQLite under the project home (journal file when parallelism > 1); 'journal[:PATH]'; or postgresql://user@host/db.")
     study_name: Optional[str] = Field(None, title="Study name", description="Empty: COLLECTION-{ways}w{shots}s, e.g. omniglot-5w1s. An existing study is resumed.")
     parallelism: int = Field(1, ge=1, le=64, title="Parallel trials", description="Trials run at once on the task runner.")
     task_runner: Literal["threads", "processes"] = Field("threads", title="Task runner",
@@ -51,6 +53,15 @@ class SearchParams(BaseModel):
     gpu_concurrency_limit: Optional[str] = Field(None, title="GPU concurrency limit",
                                                  description="Name of a Prefect global concurrency limit every trial occupies one slot of (e.g. 'gpu'); empty: 'gpu' on CUDA, none on the CPU.")
     trial_retries: int = Field(1, ge=0, le=5, title="Trial retries", description="Prefect retries of a trial task that raised.")
+    workers: int = Field(0, ge=0, le=256, title="Worker runs",
+                         description="0: trials run inside this flow run. N > 0: submit N runs of the worker deployment "
+                                     "(metaauto stack up creates it); each joins the study on a PostgreSQL storage and pulls trials.")
+    worker_deployment: str = Field("search-worker/scaleout", title="Worker deployment",
+                                   description="FLOW/DEPLOYMENT whose runs take the trials when workers > 0.")
+    heartbeat_interval: int = Field(30, ge=1, le=3600, title="Heartbeat interval",
+                                    description="Seconds between a running trial's heartbeats in a database storage (workers > 0).")
+    grace_period: int = Field(120, ge=2, le=86_400, title="Grace period",
+                              description="Seconds without a heartbeat after which a worker's trial counts as dead and is retried once.")
     seed: int = Field(0, ge=0, title="Seed", description="Seeds the sampler, initialisations and episodes.")
     device: str = Field("auto", title="Device", description="auto, cpu, cuda, cuda:1, ...")
     backbone: Optional[Literal["conv4", "mlp"]] = Field(None, title="Backbone", description="Empty: conv4 for images, mlp otherwise.")
@@ -89,6 +100,10 @@ class TransferParams(BaseModel):
     scratch_steps: int = Field(100, ge=1, le=10_000, title="Scratch steps")
     seed: int = Field(0, ge=0, title="Seed")
     device: str = Field("auto", title="Device")
+    domain_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, title="Domain options",
+        description="Options of the domain report (MovieLens: pooled_epochs, finetune_steps, mf_rank, mf_iterations, ...); "
+                    "tasks is the number of users (MovieLens) or support draws (heart disease).")
 
 
 class PipelineParams(BaseModel):

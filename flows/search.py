@@ -9,6 +9,7 @@ a retried or re-run flow resumes the study by name and only runs the trials stil
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from typing import Any
 
@@ -32,6 +33,8 @@ def storage_url(search: SearchParams, study_name: str) -> str:
 
     if search.storage:
         return search.storage
+    if os.environ.get("METAAUTO_SEARCH_STORAGE"):  # the stack's workers and `metaauto stack env` set it
+        return os.environ["METAAUTO_SEARCH_STORAGE"]
     if search.parallelism > 1 or search.task_runner == "processes":
         return f"journal:{search_dir() / (study_name + '.journal')}"
     return default_storage_url()
@@ -119,9 +122,11 @@ def _open_or_resume(url: str, parts: dict[str, Any], search: SearchParams) -> tu
         _requeue_interrupted(study)  # trials a killed flow left RUNNING: run their parameters again
         return study, False
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize")
-    study.set_user_attr("collection.fingerprint", collection.fingerprint)
-    for algorithm in parts["space"].algorithms:
-        study.enqueue_trial(parts["space"].defaults(algorithm), user_attrs={"enqueued": "published defaults"})
+    from metaauto.search.study import seed_study
+
+    # the library's start: fingerprint, published defaults, then the nearest past studies' best (warm start)
+    seed_study(study, collection, parts["space"], parts["episodes"].ways, parts["episodes"].shots,
+               warm_start=search.warm_start)
     return study, True
 
 
@@ -162,6 +167,7 @@ def _leaderboard_rows(study: optuna.Study, client: Any) -> list[dict[str, Any]]:
 def search_learners(data: CollectionParams = CollectionParams(), search: SearchParams = SearchParams(),
                     experiment: str = "metaauto") -> dict[str, Any]:
     """Run (or resume) the Optuna study; each trial is a Prefect task run. Returns the study's summary."""
+    from metaauto.search.study import remember_study
     from metaauto.search.tracking import log_study
     from metaauto.search.storage import redact
     from metaauto.tracking.store import get_client
@@ -184,6 +190,10 @@ def search_learners(data: CollectionParams = CollectionParams(), search: SearchP
                                         key=artifact_key("search-progress", name),
                                         description=f"Finished trials of study {name}")
     try:
+        if search.workers:  # the trials run in search-worker flow runs on the work pool (flows/worker.py)
+            from flows.worker import dispatch
+
+            done = dispatch(study, url, data, search, parent.run_id, experiment, progress)
         with runner:
             while done < search.trials:
                 asked = [study.ask() for _ in range(min(search.parallelism, search.trials - done))]
@@ -207,6 +217,7 @@ def search_learners(data: CollectionParams = CollectionParams(), search: SearchP
                 done = len(study.get_trials(deepcopy=False, states=_FINISHED))
                 update_progress_artifact(progress, progress=100.0 * min(done, search.trials) / search.trials)
         log_study(parent, study)
+        remember_study(study, parts["collection"], parts["episodes"].ways, parts["episodes"].shots)
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = study.best_trial if complete else None
         if best is not None:

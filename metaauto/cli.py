@@ -429,8 +429,6 @@ def dashboard(
     storage: Optional[str] = typer.Option(None, help="Optuna storage for the study explorer (default METAAUTO_SEARCH_STORAGE, else the project's SQLite)."),
 ) -> None:
     """Open the web dashboard: leaderboard, study explorer, try a champion (reads MLflow and the Optuna storage)."""
-    import subprocess
-
     from metaauto.dashboard import STORAGE_ENV
 
     app_file = Path(__file__).resolve().parent / "dashboard_app.py"
@@ -440,7 +438,9 @@ def dashboard(
     command = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", host, "--server.port", str(port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     typer.echo(f"dashboard on http://{host}:{port}", err=True)
-    raise typer.Exit(subprocess.call(command, env=env))
+    sys.stdout.flush()
+    # become the Streamlit server (no child left behind when this process is stopped)
+    os.execve(sys.executable, command, env)
 
 
 def _register_tracking_commands() -> None:
@@ -469,6 +469,15 @@ def _register_server_commands() -> None:
 
 
 _register_server_commands()
+
+
+def _register_stack_commands() -> None:
+    from metaauto.cli_stack import register
+
+    register(app)
+
+
+_register_stack_commands()
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

@@ -5,6 +5,8 @@ screenshotted in headless Chromium."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -165,7 +167,8 @@ def test_metaauto_dashboard_serves_every_page_to_chromium(filled, tmp_path):
     port = _free_port()
     log = open(tmp_path / "dashboard.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "metaauto.cli", "dashboard", "--port", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=tmp_path)
+                              stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=tmp_path,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -189,9 +192,15 @@ def test_metaauto_dashboard_serves_every_page_to_chromium(filled, tmp_path):
                 shot = tmp_path / f"{key}.png"
                 page.screenshot(path=str(shot), full_page=True)
                 assert shot.stat().st_size > 20_000
+                kept = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser" / f"dashboard-{key}.png"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, kept)
                 assert page.locator('[data-testid="stException"]').count() == 0
             browser.close()
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
+    time.sleep(1)
+    with socket.socket() as probe:  # the server is gone with its process: nothing left listening
+        assert probe.connect_ex(("127.0.0.1", port)) != 0

@@ -22,6 +22,8 @@ meta-learning rather than from the architecture.
 from __future__ import annotations
 
 import abc
+import copy
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, ClassVar, Mapping
 
 import torch
@@ -34,6 +36,7 @@ from metaauto.backbones import make_backbone
 from metaauto.engine.config import derive_seed
 from metaauto.errors import LearnerError
 from metaauto.learners.episodes import per_task_metric
+from metaauto.runtime import cpu_workers, single_threaded_ops
 from metaauto.tasks.batch import TaskBatch
 
 _INIT_STREAM = 20
@@ -72,13 +75,20 @@ def fit_per_task(
         forward = vmap(lambda p, inputs: functional_call(model, p, (inputs,)))
         return _fit_stack(forward, params, x, y, task_type, steps, lr)
 
-    def forward_one(p: Params, inputs: torch.Tensor) -> torch.Tensor:  # a stack of one task
-        return functional_call(model, {k: v[0] for k, v in p.items()}, (inputs[0],)).unsqueeze(0)
+    def fit_one(t: int) -> Params:
+        # functional_call swaps a module's tensors while it runs: each thread needs its own module
+        own = copy.deepcopy(model)
 
-    fitted = [
-        _fit_stack(forward_one, {k: v[t : t + 1] for k, v in params.items()}, x[t : t + 1], y[t : t + 1], task_type, steps, lr)
-        for t in range(x.shape[0])
-    ]
+        def forward_one(p: Params, inputs: torch.Tensor) -> torch.Tensor:  # a stack of one task
+            return functional_call(own, {k: v[0] for k, v in p.items()}, (inputs[0],)).unsqueeze(0)
+
+        return _fit_stack(forward_one, {k: v[t : t + 1] for k, v in params.items()}, x[t : t + 1], y[t : t + 1],
+                          task_type, steps, lr)
+
+    # tasks are independent and each is deterministic, so fitting them side by side changes nothing but time
+    workers = min(cpu_workers(), x.shape[0])
+    with single_threaded_ops(), ThreadPoolExecutor(max_workers=workers) as pool:
+        fitted = list(pool.map(fit_one, range(x.shape[0])))
     return {k: torch.cat([f[k] for f in fitted]) for k in params}
 
 

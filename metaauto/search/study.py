@@ -108,6 +108,45 @@ def _requeue_interrupted(study: optuna.Study) -> int:
     return count
 
 
+def seed_study(study: optuna.Study, collection: Any, space: SearchSpace, ways: int | None, shots: int, *,
+               warm_start: bool = True, knowledge: KnowledgeBase | str | None = None, warm_k: int = DEFAULT_K) -> None:
+    """What a new study starts with: the collection's fingerprint and meta-features, the published defaults
+    of every allowed algorithm, then (``warm_start``) the best configurations of the nearest past studies.
+
+    Shared by :func:`run_search` and the ``search-learners`` flow, so both start a study the same way.
+    """
+    study.set_user_attr("collection.fingerprint", collection.fingerprint)
+    defaults = [space.defaults(algorithm) for algorithm in space.algorithms]
+    for values in defaults:
+        study.enqueue_trial(values, user_attrs={"enqueued": "published defaults"})
+    features = meta_features(collection, ways, shots)
+    study.set_user_attr("metaauto.meta_features", features)
+    if not warm_start:
+        return
+    kb = knowledge if isinstance(knowledge, KnowledgeBase) else KnowledgeBase(knowledge)
+    borrowed = []
+    for past, values in warm_start_configs(space, kb.nearest(features, warm_k, exclude=study.study_name), skip=defaults):
+        study.enqueue_trial(values, user_attrs={"enqueued": f"warm start from study {past.study}",
+                                                "warm_start.distance": round(past.distance, 6)})
+        borrowed.append({"study": past.study, "distance": past.distance, "best_value": past.best_value})
+    study.set_user_attr(WARM_ATTR, borrowed)
+
+
+def remember_study(study: optuna.Study, collection: Any, ways: int | None, shots: int,
+                   knowledge: KnowledgeBase | str | None = None) -> None:
+    """Record a finished study's best configuration in the knowledge base for later warm starts."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return
+    best = study.best_trial
+    features = study.user_attrs.get("metaauto.meta_features") or meta_features(collection, ways, shots)
+    try:
+        kb = knowledge if isinstance(knowledge, KnowledgeBase) else KnowledgeBase(knowledge)
+        kb.record(study.study_name, features, dict(best.params), best.value)
+    except (SearchError, sqlite3.Error) as exc:  # a finished search is worth more than its warm-start record
+        warnings.warn(f"study {study.study_name!r} was not recorded in the knowledge base: {exc}", stacklevel=2)
+
+
 def run_search(
     collection: Any,
     *,
@@ -164,20 +203,7 @@ def run_search(
     study, created = _open_study(open_storage(url, heartbeat_interval, grace_period), name, optuna.samplers.TPESampler(seed=None if worker else seed),
                                  make_pruner(pruner, budget), resume=resume, worker=worker)
     if created:
-        study.set_user_attr("collection.fingerprint", collection.fingerprint)
-        defaults = [space.defaults(algorithm) for algorithm in space.algorithms]
-        for values in defaults:
-            study.enqueue_trial(values, user_attrs={"enqueued": "published defaults"})
-        features = meta_features(collection, episodes.ways, shots)
-        study.set_user_attr("metaauto.meta_features", features)
-        if warm_start:
-            kb = knowledge if isinstance(knowledge, KnowledgeBase) else KnowledgeBase(knowledge)
-            borrowed = []
-            for past, values in warm_start_configs(space, kb.nearest(features, warm_k, exclude=name), skip=defaults):
-                study.enqueue_trial(values, user_attrs={"enqueued": f"warm start from study {past.study}",
-                                                        "warm_start.distance": round(past.distance, 6)})
-                borrowed.append({"study": past.study, "distance": past.distance, "best_value": past.best_value})
-            study.set_user_attr(WARM_ATTR, borrowed)
+        seed_study(study, collection, space, episodes.ways, shots, warm_start=warm_start, knowledge=knowledge, warm_k=warm_k)
     elif study.user_attrs.get("collection.fingerprint") not in (None, collection.fingerprint):
         raise SearchError(f"study {name!r} searched collection {study.user_attrs['collection.fingerprint']}, "
                           f"not {collection.name} ({collection.fingerprint})")
@@ -214,12 +240,7 @@ def run_search(
                            catch=(Exception,), callbacks=study_callbacks, gc_after_trial=True)
         result = _summarise(study, name, url, parent)
         if not worker and result.best_trial is not None:
-            features = study.user_attrs.get("metaauto.meta_features") or meta_features(collection, episodes.ways, shots)
-            try:
-                kb = knowledge if isinstance(knowledge, KnowledgeBase) else KnowledgeBase(knowledge)
-                kb.record(name, features, result.best_params, result.best_value)
-            except (SearchError, sqlite3.Error) as exc:  # a finished search is worth more than its warm-start record
-                warnings.warn(f"study {name!r} was not recorded in the knowledge base: {exc}", stacklevel=2)
+            remember_study(study, collection, episodes.ways, shots, knowledge)
         if worker or parent is None:
             return result
         result.plots_skipped = log_study(parent, study)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import platform
 import tempfile
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
@@ -136,7 +137,9 @@ def collection_dataset(collection: Any) -> Any:
     else:
         # generated or archive-backed collections: the options that define them, as MLflow "code" source
         source = CodeDatasetSource(tags={"metaauto.collection": collection.name, "fingerprint": collection.fingerprint})
-    return mlflow.data.from_pandas(pd.DataFrame(rows), source=source, name=collection.name, digest=collection.fingerprint)
+    with warnings.catch_warnings():  # counts are integers and never missing: MLflow's schema hint does not apply
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        return mlflow.data.from_pandas(pd.DataFrame(rows), source=source, name=collection.name, digest=collection.fingerprint)
 
 
 def _episodes(collection: Any, config: TrainConfig, evaluation: EvalSettings) -> dict[str, Any]:
