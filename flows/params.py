@@ -48,8 +48,11 @@ class SearchParams(BaseModel):
                                    description="Empty: $METAAUTO_SEARCH_STORAGE if set, else SQLite under the project home (journal file when parallelism > 1); 'journal[:PATH]'; or postgresql://user@host/db.")
     study_name: Optional[str] = Field(None, title="Study name", description="Empty: COLLECTION-{ways}w{shots}s, e.g. omniglot-5w1s. An existing study is resumed.")
     parallelism: int = Field(1, ge=1, le=64, title="Parallel trials", description="Trials run at once on the task runner.")
-    task_runner: Literal["threads", "processes"] = Field("threads", title="Task runner",
-                                                         description="Where trials run: a thread pool (default) or a process pool.")
+    task_runner: Literal["threads", "processes", "dask"] = Field(
+        "threads", title="Task runner",
+        description="Where trials run: a thread pool (default), a process pool, or Dask (a local cluster, or the scheduler at Dask address).")
+    dask_address: Optional[str] = Field(None, title="Dask address",
+                                        description="Dask scheduler to send trials to (tcp://host:8786); empty: a local cluster of 'Parallel trials' workers.")
     gpu_concurrency_limit: Optional[str] = Field(None, title="GPU concurrency limit",
                                                  description="Name of a Prefect global concurrency limit every trial occupies one slot of (e.g. 'gpu'); empty: 'gpu' on CUDA, none on the CPU.")
     trial_retries: int = Field(1, ge=0, le=5, title="Trial retries", description="Prefect retries of a trial task that raised.")

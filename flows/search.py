@@ -35,7 +35,7 @@ def storage_url(search: SearchParams, study_name: str) -> str:
         return search.storage
     if os.environ.get("METAAUTO_SEARCH_STORAGE"):  # the stack's workers and `metaauto stack env` set it
         return os.environ["METAAUTO_SEARCH_STORAGE"]
-    if search.parallelism > 1 or search.task_runner == "processes":
+    if search.parallelism > 1 or search.task_runner != "threads":
         return f"journal:{search_dir() / (study_name + '.journal')}"
     return default_storage_url()
 
@@ -64,6 +64,24 @@ def _objective(parts: dict[str, Any], parent_run_id: str | None, experiment: str
 
     tracker = TrialTracker(get_client(), parent_run_id, parts["study_name"], experiment) if parent_run_id else None
     return Objective(parts["space"], parts["collection"], parts["episodes"], parts["budget"], tracker=tracker)
+
+
+def task_runner(search: SearchParams) -> Any:
+    """Where trials run: threads share one objective; processes and Dask workers rebuild it from the parameters.
+
+    ``dask`` starts a local cluster of ``parallelism`` single-threaded worker processes, or joins the
+    scheduler at ``dask_address`` (``tcp://host:8786``) so that trials run on other machines' workers.
+    """
+    if search.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=search.parallelism)
+    if search.task_runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=search.parallelism)
+    from prefect_dask import DaskTaskRunner
+
+    if search.dask_address:
+        return DaskTaskRunner(address=search.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": search.parallelism, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
 
 
 def _gpu_limit(search: SearchParams) -> str | None:
@@ -181,8 +199,7 @@ def search_learners(data: CollectionParams = CollectionParams(), search: SearchP
     parent = _parent_run(study, parts, search, url, experiment)
     client = parent.client
     shared = _objective(parts, parent.run_id, experiment) if search.task_runner == "threads" else None
-    runner = (ThreadPoolTaskRunner(max_workers=search.parallelism) if search.task_runner == "threads"
-              else ProcessPoolTaskRunner(max_workers=search.parallelism))
+    runner = task_runner(search)
     done = len(study.get_trials(deepcopy=False, states=_FINISHED))
     logger.info("study %s (%s): %d of %d trials already finished%s", name, redact(url), done, search.trials,
                 "" if created else " (resumed)")

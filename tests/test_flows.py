@@ -120,3 +120,23 @@ def test_bad_table_fails_ingest_with_the_validators_message(harness, tmp_path: P
         ingest_collection(missing)
     with pytest.raises(ValueError):  # the form rejects impossible values before any run starts
         CollectionParams(collection="omniglot", ways=1)
+
+
+def test_search_on_a_dask_cluster_runs_every_trial_once(harness):
+    """task_runner='dask': trials run in the worker processes of a local Dask cluster, on a journal storage."""
+    import optuna
+
+    from flows.search import storage_url
+    from metaauto.search import open_storage
+    from metaauto.tracking import get_client
+
+    name = f"dask-{uuid.uuid4().hex[:6]}"
+    search = TINY.model_copy(update={"study_name": name, "trials": 3, "parallelism": 2, "task_runner": "dask"})
+    result = search_learners(SINUSOID, search, experiment=f"flows-{name}")
+    assert storage_url(search, name).startswith("journal:")
+    assert result["states"] == {"COMPLETE": 3}
+    study = optuna.load_study(study_name=name, storage=open_storage(result["storage"]))
+    assert sorted(t.number for t in study.trials) == [0, 1, 2]
+    runs = get_client().search_runs([get_client().get_experiment_by_name(f"flows-{name}").experiment_id])
+    trial_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result["parent_run_id"]]
+    assert sorted(r.data.tags["optuna.trial"] for r in trial_runs) == ["0", "1", "2"]
