@@ -113,8 +113,6 @@ def log_study(run: TrackedRun, study: optuna.Study) -> dict[str, str]:
     needs plotly. A plot that cannot be drawn (too few complete trials for importances, plotly missing)
     is skipped; the reasons are returned and written to ``search/plots_skipped.json``.
     """
-    import matplotlib.pyplot as plt
-
     board = leaderboard(study)
     run.log_json(leaderboard_records(board), LEADERBOARD_JSON)
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,21 +124,31 @@ def log_study(run: TrackedRun, study: optuna.Study) -> dict[str, str]:
     from optuna.visualization import matplotlib as vis_mpl
 
     skipped: dict[str, str] = {}
-    for name in PLOTS:
-        try:
-            with warnings.catch_warnings():  # the matplotlib backend is marked experimental; that is known
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                axes = getattr(vis_mpl, f"plot_{name}")(study)
-            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-            run.log_figure(figure, f"search/{name}.png")
-        except Exception as exc:  # optuna raises ValueError/RuntimeError for studies it cannot plot yet
-            plt.close("all")
-            skipped[f"{name}.png"] = f"{type(exc).__name__}: {exc}"
-        try:
-            html = getattr(vis, f"plot_{name}")(study).to_html(include_plotlyjs="cdn")
-            run.log_text(html, f"search/{name}.html")
-        except Exception as exc:  # plotly missing, or the same reasons as above
-            skipped[f"{name}.html"] = f"{type(exc).__name__}: {exc}"
+    with warnings.catch_warnings():
+        # known and harmless on small studies: the experimental matplotlib backend, importances over
+        # parameters seen in one trial, flat axes of a parameter fixed by the user
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        for name in PLOTS:
+            _plot(run, study, name, vis, vis_mpl, skipped)
     if skipped:
         run.log_json(skipped, "search/plots_skipped.json")
     return skipped
+
+
+def _plot(run: TrackedRun, study: optuna.Study, name: str, vis: Any, vis_mpl: Any, skipped: dict[str, str]) -> None:
+    """One plot as PNG and HTML; a plot Optuna cannot draw yet is recorded in ``skipped`` with the reason."""
+    import matplotlib.pyplot as plt
+
+    try:
+        axes = getattr(vis_mpl, f"plot_{name}")(study)
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        run.log_figure(figure, f"search/{name}.png")
+    except Exception as exc:  # optuna raises ValueError/RuntimeError for studies it cannot plot yet
+        plt.close("all")
+        skipped[f"{name}.png"] = f"{type(exc).__name__}: {exc}"
+    try:
+        html = getattr(vis, f"plot_{name}")(study).to_html(include_plotlyjs="cdn")
+        run.log_text(html, f"search/{name}.html")
+    except Exception as exc:  # plotly missing, or the same reasons as above
+        skipped[f"{name}.html"] = f"{type(exc).__name__}: {exc}"

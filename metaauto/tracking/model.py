@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,20 +106,22 @@ def log_meta_model(
         )
         try:
             local = Path(tmp) / "mlflow-model"
-            mlflow.pyfunc.save_model(
-                path=str(local),
-                python_model=str(MODEL_CODE),
-                artifacts={LEARNER_ARTIFACT: str(learner_dir)},
-                signature=signature,
-                input_example=example,
-                pip_requirements=_requirements(),
-                mlflow_model=Model(
-                    artifact_path=logged.artifact_location,
-                    model_uuid=logged.model_id,
-                    run_id=run.run_id,
-                    model_id=logged.model_id,
-                ),
-            )
+            with warnings.catch_warnings():  # the signature is explicit: MLflow's integer-column hint is moot
+                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+                mlflow.pyfunc.save_model(
+                    path=str(local),
+                    python_model=str(MODEL_CODE),
+                    artifacts={LEARNER_ARTIFACT: str(learner_dir)},
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=_requirements(),
+                    mlflow_model=Model(
+                        artifact_path=logged.artifact_location,
+                        model_uuid=logged.model_id,
+                        run_id=run.run_id,
+                        model_id=logged.model_id,
+                    ),
+                )
             client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=step)])
             client.log_model_artifacts(logged.model_id, str(local))
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
