@@ -15,18 +15,18 @@ register -- should too):
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional
 
 import torch
 import typer
 
+from metaauto.cli_errors import friendly_errors
 from metaauto.config import home_dir
-from metaauto.errors import CollectionError, LearnerError, MetaautoError
+from metaauto.errors import CollectionError, LearnerError
 
 app = typer.Typer(
     name="metaauto",
@@ -36,25 +36,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 RUN_SUMMARY = "run.json"
 MODEL_SUBDIR = "model"
 CHECKPOINT_SUBDIR = "checkpoints"
-
-
-def friendly_errors(command: F) -> F:
-    """Turn the library's input errors into ``error: ...`` on stderr and exit status 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except MetaautoError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def emit(document: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:

@@ -7,13 +7,13 @@ the UI (or on the nightly schedule) execute in this process's environment.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Optional
 
 import typer
 
 from metaauto import servers
+from metaauto.cli_errors import friendly_errors as friendly
 from metaauto.errors import MetaautoError
 
 server_app = typer.Typer(
@@ -27,20 +27,6 @@ server_app = typer.Typer(
 #: the nightly schedule of the main job (UTC)
 NIGHTLY_CRON = "0 2 * * *"
 MAIN_FLOW = "meta-pipeline"
-
-
-def friendly(command: Any) -> Any:
-    """Bad input prints ``error: ...`` and exits 2, as in :func:`metaauto.cli.friendly_errors` (not imported: cycle)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except MetaautoError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
-
-    return wrapper
 
 
 def _print_urls(state: dict[str, dict]) -> None:
