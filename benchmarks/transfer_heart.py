@@ -32,17 +32,21 @@ from metaauto.tasks.registry import load_collection
 LEARNERS = ("protonet", "maml")
 
 
-def run(data_dir: str | None, shots_list: list[int], draws: int, meta_steps: int, seed: int) -> dict:
-    results: dict = {"draws": draws, "meta_steps": meta_steps, "seed": seed, "sites": {}}
+def run(data_dir: str | None, shots_list: list[int], draws: int, meta_steps: int, seed: int,
+        variants: dict[str, tuple[str, dict]] | None = None) -> dict:
+    """``variants``: extra meta-learner rows, ``{row name: (learner, hyperparameters)}``."""
+    learners = {name: (name, {}) for name in LEARNERS} | dict(variants or {})
+    results: dict = {"draws": draws, "meta_steps": meta_steps, "seed": seed, "sites": {},
+                     "learners": {k: {"learner": v[0], "hparams": v[1]} for k, v in learners.items()}}
     for site in SITES:
         start = time.time()
         collection = load_collection("heart-disease", data_dir=data_dir, target_site=site, too_small="skip")
         train_x, train_y = collection.split_data("train")
         site_x, site_y = collection.site_data(site)
         methods = [m.fit(train_x, train_y.ravel()) for m in baseline_methods(seed)]
-        for name in LEARNERS:
-            learner = meta_train_learner(collection, name, shots=5, queries=3, meta_steps=meta_steps, seed=seed)
-            methods.append(MetaLearned(name, learner))
+        for row, (name, hparams) in learners.items():
+            learner = meta_train_learner(collection, name, shots=5, queries=3, meta_steps=meta_steps, seed=seed, **hparams)
+            methods.append(MetaLearned(row, learner))
         per_k = {}
         for shots in shots_list:
             try:

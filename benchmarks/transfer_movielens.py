@@ -71,8 +71,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--finetune-steps", type=int, default=10)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
     parser.add_argument("--no-warm-start", action="store_true")
+    parser.add_argument("--hparam", action="append", default=[], metavar="[LEARNER.]KEY=VALUE",
+                        help="override a learner hyperparameter (all learners, or LEARNER's only), e.g. metasgd.eval_inner_steps=1")
     parser.add_argument("--mf-rank", type=int, default=10)
     parser.add_argument("--mf-reg", type=float, default=5.0)
+    parser.add_argument("--item-factors", type=int, default=0,
+                        help="add rank-r MF item factors (meta-train ratings only) to the item features")
+    parser.add_argument("--eval-split", default="test", choices=["val", "test"],
+                        help="users scored: 'val' to choose settings without looking at the meta-test users")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=str(RESULTS))
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
 
-    collection = MovieLensCollection(args.data_dir, path=args.path, split_seed=args.seed)
+    collection = MovieLensCollection(args.data_dir, path=args.path, split_seed=args.seed, item_factors=args.item_factors)
     log(f"movielens from {collection.directory}: " + ", ".join(
         f"{k} {v.units} users / {v.examples} ratings" for k, v in collection.summary().items()))
     shape = collection.input_shape
@@ -111,7 +117,13 @@ def main(argv: list[str] | None = None) -> dict:
         model = backbone()
         if not args.no_warm_start:
             model.load_state_dict(copy.deepcopy(pooled.state_dict()))
-        learner = make_learner(name, model, **learner_defaults(name, "regression"))
+        hparams = dict(learner_defaults(name, "regression"))
+        for item in args.hparam:
+            key, _, value = item.partition("=")
+            target, _, key = key.rpartition(".")
+            if target in ("", name):
+                hparams[key] = json.loads(value)
+        learner = make_learner(name, model, **hparams)
         config = TrainConfig(
             ways=None, shots=args.train_shots, queries=args.queries, meta_batch_size=args.meta_batch_size,
             meta_steps=args.meta_steps, meta_lr=args.meta_lr, val_every=max(1, args.meta_steps // 5), val_tasks=64,
@@ -127,9 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     per_k = []
     for shots in args.shots:
-        episodes = collection.user_episodes("test", shots=shots, seed=args.seed)
+        episodes = collection.user_episodes(args.eval_split, shots=shots, seed=args.seed)
         per_k.append((shots, evaluate_recsys(episodes, predictors, seed=args.seed)))
-        log(f"K={shots}: {len(episodes)} meta-test users evaluated ({time.perf_counter() - started:.0f}s)")
+        log(f"K={shots}: {len(episodes)} meta-{args.eval_split} users evaluated ({time.perf_counter() - started:.0f}s)")
 
     table = format_table(per_k)
     print(table)

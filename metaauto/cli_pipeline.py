@@ -5,6 +5,12 @@ Prefect runs it in ephemeral mode (a temporary local API for the run's states an
 2-core CPU (a few short search trials on the published defaults, then the best configuration trained
 for 600 meta-updates and meta-tested on 600 episodes with both baselines) and end with a registered
 champion ``omniglot-5w1s``.
+
+The transfer domains have their own defaults (:func:`metaauto.evaluation.domains.pipeline_defaults`):
+``--collection movielens`` registers ``movielens-coldstart``, ``--collection heart-disease -o
+target_site=SITE`` registers ``heart-disease-SITE``, and both end by adapting the champion to the
+meta-test users or the held-out site and reporting it against the domain's baselines. A table of your
+own (``--collection my.csv -o task_col=hospital -o label_col=outcome``) takes the same path.
 """
 
 from __future__ import annotations
@@ -35,11 +41,12 @@ def pipeline(
     collection: str = typer.Option("omniglot", "--collection", "-c", help="Registered collection (omniglot, sinusoid) or a .csv/.parquet table."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset directory (default: $METAAUTO_DATA_DIR)."),
     collection_option: Optional[list[str]] = typer.Option(None, "--collection-option", "-o", help="Collection option KEY=VALUE (repeatable)."),
-    ways: int = typer.Option(5, help="Classes per episode (ignored for regression)."),
-    shots: int = typer.Option(1, help="Support examples per class (per task for regression)."),
-    queries: int = typer.Option(15, help="Query examples per class (per task for regression)."),
+    ways: Optional[int] = typer.Option(None, help="Classes per episode (ignored for regression; default 5, heart-disease 2)."),
+    shots: Optional[int] = typer.Option(None, help="Support examples per class (per task for regression; default 1, movielens 10, heart-disease 5)."),
+    queries: Optional[int] = typer.Option(None, help="Query examples per class (per task for regression; default 15, movielens 10, heart-disease 3)."),
     trials: int = typer.Option(3, help="Search trials (the published defaults of the searched learners come first)."),
-    algorithms: Optional[str] = typer.Option("protonet,anil,fomaml", help="Comma-separated learners to search."),
+    algorithms: Optional[str] = typer.Option(None, help="Comma-separated learners to search (default: protonet,anil,fomaml on "
+                                             "omniglot and heart-disease, anil,fomaml,metasgd on movielens, all that fit otherwise)."),
     budget_steps: int = typer.Option(100, "--budget-steps", help="Meta-updates per search trial at most."),
     budget_s: Optional[float] = typer.Option(60.0, "--budget-s", help="Training seconds per search trial at most (0: no limit)."),
     val_tasks: int = typer.Option(50, help="Validation episodes per trial report."),
@@ -51,7 +58,12 @@ def pipeline(
     study: Optional[str] = typer.Option(None, "--study", help="Study name; an existing study is resumed."),
     seed: int = typer.Option(0, help="Seeds the sampler, initialisations and episodes."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
-    register: Optional[str] = typer.Option(None, "--register", help="Registered model name (default: <collection>-<ways>w<shots>s)."),
+    register: Optional[str] = typer.Option(None, "--register", help="Registered model name (default: movielens-coldstart, "
+                                           "heart-disease-<target_site>, else <collection or file stem>-<ways>w<shots>s)."),
+    transfer: Optional[bool] = typer.Option(None, "--transfer/--no-transfer", help="Adapt the champion to the collection's "
+                                            "meta-test users or held-out site and report it against the domain's baselines "
+                                            "(default: on for movielens and heart-disease)."),
+    transfer_tasks: int = typer.Option(100, "--transfer-tasks", help="Transfer: meta-test users (movielens) or support draws (heart-disease)."),
     experiment: str = typer.Option("metaauto", help="MLflow experiment."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
@@ -60,19 +72,41 @@ def pipeline(
 
     # the ephemeral API server starts as a subprocess; on a busy machine Prefect's 20 s default is too short
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # nothing leaves the machine: the ephemeral server would otherwise try to send usage telemetry
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not sys.stderr.isatty():  # a log file or CI: a progress line every 30 s, not one per step
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     flows = _import_flows()
-    from flows.params import CollectionParams, EvalParams, PipelineParams, SearchParams
+    from flows.params import CollectionParams, EvalParams, PipelineParams, SearchParams, TransferParams
 
+    from metaauto.evaluation.domains import DOMAINS, default_model_name, pipeline_defaults
+
+    defaults = pipeline_defaults(collection, parse_options(collection_option))
+    ways = ways or defaults.get("ways") or 5
+    shots = shots or defaults.get("shots", 1)
+    queries = queries or defaults.get("queries", 15)
+    if algorithms is None:
+        chosen = defaults.get("algorithms") or (["protonet", "anil", "fomaml"] if collection == "omniglot" else None)
+    else:
+        chosen = [a.strip() for a in algorithms.split(",") if a.strip()] or None
     data = CollectionParams(collection=collection, data_dir=str(data_dir) if data_dir else None,
-                            options=parse_options(collection_option), ways=ways, shots=shots, queries=queries)
-    name = register or (f"{Path(collection).stem}-{ways}w{shots}s")
+                            options=defaults["options"], ways=ways, shots=shots, queries=queries)
+    name = register or default_model_name(collection, defaults["options"], ways, shots)
+    domain = collection.lower() in DOMAINS
+    if transfer is None:
+        transfer = domain
+    if study is None and (domain or Path(collection).suffix.lower() in (".csv", ".parquet", ".pq")):
+        study = name  # one study per held-out site, and per table file (every table's collection is named "table")
+    transfer_params = (TransferParams(model_uri=f"models:/{name}@champion", target=data, tasks=transfer_tasks, seed=seed,
+                                      pretrain_steps=pretrain_steps, device=device) if transfer else None)
     params = PipelineParams(
         data=data,
-        search=SearchParams(trials=trials, algorithms=[a.strip() for a in algorithms.split(",") if a.strip()] if algorithms else None,
+        search=SearchParams(trials=trials, algorithms=chosen,
                             max_steps=budget_steps, trial_seconds=budget_s or None, val_every=min(50, budget_steps),
                             val_tasks=val_tasks, parallelism=parallelism, storage=storage, study_name=study, seed=seed,
                             device=device),
         evaluation=EvalParams(final_steps=final_steps, tasks=eval_tasks, pretrain_steps=pretrain_steps, register_as=name),
+        transfer=transfer_params,
         experiment=experiment,
     )
     result = flows.meta_pipeline(params)
@@ -89,6 +123,17 @@ def pipeline(
                + ", ".join(f"{n} {r['mean']:.4g} +- {r['ci95']:.4g}" for n, r in meta_test.items()))
     if evaluation.get("promotion"):
         typer.echo(evaluation["promotion"]["description"])
+    transferred = result.get("transfer")
+    if transferred:
+        typer.echo(f"transfer to {transferred.get('target', transferred['collection'])}"
+                   + (f" at K={transferred['shots']}" if "shots" in transferred else "") + ":")
+        metrics = transferred.get("metrics") or [transferred["metric"]]
+        for row in transferred["results"]:
+            typer.echo(f"  {row['method']:<26} " + "  ".join(
+                f"{m} {row[m]:.4f} +- {row.get(m + '_ci95', row.get('ci95', 0.0)):.4f}" for m in metrics))
+        if "beats_best_baseline" in transferred:
+            typer.echo("  beats the best baseline: " + ", ".join(
+                f"{m} {'yes' if ok else 'no'} ({transferred['best_baseline'][m]})" for m, ok in transferred["beats_best_baseline"].items()))
     typer.echo(f"MLflow UI:  {look['mlflow_ui']}")
     typer.echo(f"model URI:  {look['model_uri']}")
     typer.echo(f"downstream: {look['snippet']}")

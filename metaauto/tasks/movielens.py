@@ -127,7 +127,10 @@ class MovieLensCollection(TableCollection):
     ``path`` (an explicit MovieLens directory, wins over ``data_dir``), ``fractions``/``split_seed`` (the
     user split), ``top_tags`` (how many of the most frequent meta-train tags become count features),
     ``too_small`` (as in :class:`TableCollection`; default ``"skip"`` so users with fewer than
-    ``shots + queries`` ratings sit out of that episode size rather than failing it).
+    ``shots + queries`` ratings sit out of that episode size rather than failing it), ``item_factors``
+    (default 0: none; ``r > 0`` adds the item factors and bias of a rank-``r`` matrix factorisation fitted
+    on meta-train ratings as features ``f_mf*``: the collaborative signal MF fold-in uses, for a model
+    that otherwise only sees item content and popularity).
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class MovieLensCollection(TableCollection):
         split_seed: int = 0,
         top_tags: int = 20,
         too_small: str = "skip",
+        item_factors: int = 0,
     ) -> None:
         directory = resolve_movielens_dir(data_dir, path)
         ratings, movies, tags = read_movielens(directory)
@@ -146,7 +150,9 @@ class MovieLensCollection(TableCollection):
         users = ratings["userId"].unique()
         user_splits = split_users(users, fractions, split_seed)
         train_users = set(user_splits["train"])
-        frame, self.item_stats = build_features(ratings, movies, tags, train_users, top_tags)
+        if int(item_factors) < 0:
+            raise CollectionError(f"movielens: item_factors must be 0 (none) or a positive rank, got {item_factors!r}")
+        frame, self.item_stats = build_features(ratings, movies, tags, train_users, top_tags, int(item_factors), split_seed)
         super().__init__(
             frame,
             task_col="userId",
@@ -163,7 +169,7 @@ class MovieLensCollection(TableCollection):
         self.item_ids = self.item_stats.index.to_numpy()
         code_of = pd.Series(np.arange(len(self.item_ids)), index=self.item_ids)
         self._item_codes = code_of.loc[frame["movieId"].to_numpy()].to_numpy()
-        self._fingerprint = f"{self._fingerprint}-t{top_tags}"
+        self._fingerprint = f"{self._fingerprint}-t{top_tags}" + (f"-mf{int(item_factors)}" if item_factors else "")
 
     # -- evaluation views --------------------------------------------------------------------------
 
@@ -210,7 +216,8 @@ class MovieLensCollection(TableCollection):
 
 
 def build_features(
-    ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame | None, train_users: set, top_tags: int
+    ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame | None, train_users: set, top_tags: int,
+    item_factors: int = 0, seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-rating feature frame (``f_*`` columns) and the per-item statistics, from meta-train users only."""
     movies = movies.drop_duplicates("movieId").set_index("movieId")
@@ -245,6 +252,15 @@ def build_features(
         counts = counts.reindex(index=items, columns=vocabulary, fill_value=0)
         for i, tag in enumerate(vocabulary):
             feats[f"f_tag{i}_{re.sub(r'[^a-z0-9]+', '_', tag)[:20]}"] = np.log1p(counts[tag].to_numpy())
+    if item_factors > 0:
+        from metaauto.evaluation.recsys import MatrixFactorization  # the same model as the MF fold-in baseline
+
+        item_codes = np.searchsorted(items, train["movieId"].to_numpy())
+        mf = MatrixFactorization(rank=item_factors, seed=seed).fit(
+            train["userId"].to_numpy(), item_codes, train["rating"].to_numpy(), n_items=len(items))
+        for j in range(item_factors):
+            feats[f"f_mf{j}"] = mf.Q[:, j]
+        feats["f_mf_bias"] = mf.Q[:, -1]
     frame = feats.loc[ratings["movieId"].to_numpy()].reset_index()
     frame.insert(0, "userId", ratings["userId"].to_numpy())
     frame["rating"] = ratings["rating"].to_numpy(dtype=np.float64)
