@@ -74,8 +74,6 @@ def pipeline(
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     # nothing leaves the machine: the ephemeral server would otherwise try to send usage telemetry
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not sys.stderr.isatty():  # a log file or CI: a progress line every 30 s, not one per step
-        os.environ.setdefault("TQDM_MININTERVAL", "30")
     flows = _import_flows()
     from flows.params import CollectionParams, EvalParams, PipelineParams, SearchParams, TransferParams
 
