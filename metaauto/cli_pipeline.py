@@ -53,6 +53,7 @@ def pipeline(
     final_steps: int = typer.Option(600, help="Meta-updates of the best configuration's final training."),
     eval_tasks: int = typer.Option(600, help="Meta-test episodes of the final evaluation."),
     pretrain_steps: int = typer.Option(1000, help="Pre-training steps of the pre-train baseline."),
+    scratch_steps: int = typer.Option(50, help="Training steps of the scratch baseline on each support set."),
     parallelism: int = typer.Option(1, help="Trials at once (a journal storage is used when > 1)."),
     storage: Optional[str] = typer.Option(None, help="Study storage (default SQLite under the project home)."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name; an existing study is resumed."),
@@ -103,7 +104,8 @@ def pipeline(
                             max_steps=budget_steps, trial_seconds=budget_s or None, val_every=min(50, budget_steps),
                             val_tasks=val_tasks, parallelism=parallelism, storage=storage, study_name=study, seed=seed,
                             device=device),
-        evaluation=EvalParams(final_steps=final_steps, tasks=eval_tasks, pretrain_steps=pretrain_steps, register_as=name),
+        evaluation=EvalParams(final_steps=final_steps, tasks=eval_tasks, pretrain_steps=pretrain_steps, scratch_steps=scratch_steps,
+                              register_as=name),
         transfer=transfer_params,
         experiment=experiment,
     )
