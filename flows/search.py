@@ -137,7 +137,10 @@ def _open_or_resume(url: str, parts: dict[str, Any], search: SearchParams) -> tu
         if study.user_attrs.get("collection.fingerprint") not in (None, collection.fingerprint):
             raise SearchError(f"study {name!r} searched collection {study.user_attrs['collection.fingerprint']}, "
                               f"not {collection.name} ({collection.fingerprint}); name another study")
-        _requeue_interrupted(study)  # trials a killed flow left RUNNING: run their parameters again
+        if not search.workers:
+            # this flow ran every trial itself, so a RUNNING one was left by a killed run of it: run its
+            # parameters again. With workers, RUNNING trials may be alive elsewhere: heartbeats decide.
+            _requeue_interrupted(study)
         return study, False
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize")
     from metaauto.search.study import seed_study
