@@ -244,14 +244,21 @@ def matchingnet_loop(learner: nn.Module, batch: Any) -> float:
 
 
 def relationnet_loop(learner: nn.Module, batch: Any) -> float:
-    """Relation networks (class sums, MSE to one-hot), one episode at a time."""
+    """Relation networks (class sums; the module outputs a logit per pair), one episode at a time.
+
+    ``loss="mse"`` (Sung et al.): sigmoid scores regressed onto one-hot targets; ``"cross_entropy"``:
+    softmax cross-entropy over the logits.
+    """
 
     def loss(support, support_y, query, query_y, ways):
         classes = torch.stack([support[support_y == c].sum(dim=0) for c in range(ways)])  # [ways, D]
         pairs = torch.cat(
             [classes.unsqueeze(0).expand(len(query), -1, -1), query.unsqueeze(1).expand(-1, ways, -1)], dim=-1
         )
-        scores = learner.relation(pairs).squeeze(-1)  # [Q, ways]
+        logits = learner.relation(pairs).squeeze(-1)  # [Q, ways]
+        if getattr(learner, "loss", "mse") == "cross_entropy":
+            return F.cross_entropy(logits, query_y)
+        scores = torch.sigmoid(logits)
         return F.mse_loss(scores, F.one_hot(query_y, ways).to(scores.dtype))
 
     return _metric_loop(learner, batch, loss)
