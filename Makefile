@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # The main job: the meta-pipeline Prefect flow (ingest Omniglot 5-way 1-shot, a short Optuna search over
-# learners, the best one meta-trained for 600 steps and meta-tested on 600 episodes with both baselines,
+# learners, the best one meta-trained again for 150 s and meta-tested on 600 episodes with both baselines,
 # all logged to MLflow; registered and promoted to omniglot-5w1s@champion if it beats the champion).
 run: install
 	$(BIN)/metaauto pipeline --collection omniglot --data-dir $(DATA_DIR) --ways 5 --shots 1 \

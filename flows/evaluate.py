@@ -26,22 +26,30 @@ from flows.search import setup, storage_url
 def train_best_task(parts: dict[str, Any], best: Any, parent: Any, settings: Any, evaluation: EvalParams,
                     experiment: str) -> Any:
     """What ``run_search`` ends with (see ``metaauto.search.study._train_best``), plus the promotion test's settings."""
+    from metaauto.engine import TimeBudget
     from metaauto.search.objective import build, train_config
     from metaauto.search.tracking import PARENT_TAG
     from metaauto.tracking import train_tracked
 
     budget = parts["budget"]
     if evaluation.final_steps is not None:
-        budget = dataclasses.replace(budget, max_steps=evaluation.final_steps)
+        # a long final training validates about 20 times, not every trial-sized interval
+        budget = dataclasses.replace(budget, max_steps=evaluation.final_steps,
+                                     val_every=max(budget.val_every, evaluation.final_steps // 20))
+    if evaluation.final_seconds is not None:
+        budget = dataclasses.replace(budget, seconds=evaluation.final_seconds)
     candidate = parts["space"].candidate(best.params)
     learner = build(candidate, parts["collection"], parts["episodes"])
     config = train_config(candidate, parts["collection"], parts["episodes"], budget)
+    # the final training's wall-clock cap (EvalParams.final_seconds, else the trial budget's seconds)
+    limits = [TimeBudget(budget.seconds)] if budget.seconds is not None else []
     name = parts["study_name"]
     return train_tracked(
         learner, parts["collection"], config, evaluation=settings, register_as=evaluation.register_as or None,
         margin=evaluation.margin, alpha=evaluation.alpha, test=evaluation.test, experiment=experiment, client=parent.client,
         name=f"{name}-best-trial{best.number}-{candidate.algorithm}",
         tags={PARENT_TAG: parent.run_id, "optuna.study": name, "optuna.trial": best.number, "optuna.best": "true"},
+        callbacks=limits,
     )
 
 

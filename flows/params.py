@@ -77,6 +77,8 @@ class EvalParams(BaseModel):
 
     final_steps: Optional[int] = Field(None, ge=1, le=100_000, title="Final training steps",
                                        description="Meta-updates of the best configuration's final training; empty: the trial budget.")
+    final_seconds: Optional[float] = Field(None, gt=0, le=86_400, title="Final training seconds",
+                                           description="Training seconds of the best configuration's final training at most; empty: the trial budget.")
     tasks: int = Field(600, ge=1, le=10_000, title="Meta-test tasks", description="Meta-test episodes, shared by the learner and the baselines.")
     baselines: bool = Field(True, title="Baselines", description="Score the scratch and pre-train baselines on the same episodes.")
     pretrain_steps: int = Field(1000, ge=1, le=100_000, title="Pre-train steps", description="Pre-training steps of the pre-train baseline.")

@@ -30,13 +30,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 @pytest.fixture(scope="module")
-def client():
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+def client(tmp_path_factory):
+    """A store of this module's own: the pages show exactly what ``filled`` put there, not other tests' models."""
+    store = tmp_path_factory.mktemp("dashboard-store")
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    os.environ.pop("METAAUTO_SEARCH_STORAGE", None)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+    os.environ["METAAUTO_SEARCH_STORAGE"] = f"sqlite:///{store / 'optuna.db'}"
     from metaauto.tracking import get_client
 
-    return get_client()
+    yield get_client()
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("METAAUTO_SEARCH_STORAGE", None)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,8 @@ def filled(client, data_dir, single_thread):
         evaluation = EvalSettings(tasks=20, baselines=False, curve_tasks=2, curve_shots=(1,))
     study = f"sin-dash-{uuid.uuid4().hex[:6]}"
     run_search(load_collection("sinusoid"), shots=5, queries=10, trials=3, algorithms=["maml", "reptile"],
-               budget=Budget(max_steps=10, val_every=5, val_tasks=5), pruner="median", study_name=study, track=False)
+               budget=Budget(max_steps=10, val_every=5, val_tasks=5), pruner="median", study_name=study, track=False,
+               storage=os.environ["METAAUTO_SEARCH_STORAGE"], warm_start=False)
     return study
 
 

@@ -134,7 +134,8 @@ def test_search_on_a_dask_cluster_runs_every_trial_once(harness):
     search = TINY.model_copy(update={"study_name": name, "trials": 3, "parallelism": 2, "task_runner": "dask"})
     result = search_learners(SINUSOID, search, experiment=f"flows-{name}")
     assert storage_url(search, name).startswith("journal:")
-    assert result["states"] == {"COMPLETE": 3}
+    # every trial ran to an outcome (a sampled configuration may diverge and be pruned), none is lost or left running
+    assert sum(result["states"].values()) == 3 and set(result["states"]) <= {"COMPLETE", "PRUNED"}
     study = optuna.load_study(study_name=name, storage=open_storage(result["storage"]))
     assert sorted(t.number for t in study.trials) == [0, 1, 2]
     runs = get_client().search_runs([get_client().get_experiment_by_name(f"flows-{name}").experiment_id])

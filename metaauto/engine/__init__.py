@@ -1,6 +1,6 @@
 """Meta-training: the loop, its configuration, callbacks, checkpoints and device handling."""
 
-from metaauto.engine.callbacks import Callback, RunState
+from metaauto.engine.callbacks import Callback, RunState, TimeBudget
 from metaauto.engine.checkpoint import load_checkpoint, save_checkpoint
 from metaauto.engine.config import TrainConfig, derive_seed
 from metaauto.engine.device import Precision, resolve_device, resolve_precision
@@ -9,6 +9,7 @@ from metaauto.engine.training import TrainResult, meta_train
 
 __all__ = [
     "Callback",
+    "TimeBudget",
     "History",
     "Precision",
     "RunState",

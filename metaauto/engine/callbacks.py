@@ -10,6 +10,7 @@ progress bar has been closed.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -56,6 +57,25 @@ class Callback:
 
     def on_train_end(self, run: RunState, result: "TrainResult") -> None:
         """Called once when training finishes without an exception."""
+
+
+class TimeBudget(Callback):
+    """Stops training gracefully (``stop_reason="time_budget"``) once ``seconds`` of training have passed.
+
+    Steps, not wall time, are what a budget in meta-steps bounds; on a shared or slow machine a wall-clock
+    cap is what keeps a job's duration predictable. The best validated weights are kept as usual.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic()
+
+    def on_train_start(self, run: RunState) -> None:
+        self.started = time.monotonic()
+
+    def on_step(self, run: RunState, record: StepRecord) -> None:
+        if self.seconds is not None and time.monotonic() - self.started >= self.seconds:
+            run.request_stop("time_budget")
 
 
 class CallbackList:

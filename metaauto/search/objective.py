@@ -14,7 +14,6 @@ FAILED; both with the reason in the trial's ``metaauto.reason`` user attribute a
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -22,8 +21,8 @@ import optuna
 import torch
 
 from metaauto.backbones import make_backbone
-from metaauto.engine import Callback, RunState, TrainConfig, meta_train
-from metaauto.engine.history import StepRecord, ValidationRecord
+from metaauto.engine import RunState, TimeBudget, TrainConfig, meta_train
+from metaauto.engine.history import ValidationRecord
 from metaauto.errors import DivergenceError
 from metaauto.learners import LEARNERS, make_learner
 from metaauto.search.space import Candidate, SearchError, SearchSpace
@@ -90,20 +89,12 @@ def train_config(candidate: Candidate, collection: Any, episodes: EpisodeSetting
     )
 
 
-class TrialCallback(Callback):
+class TrialCallback(TimeBudget):
     """Reports validations to the trial, prunes on the pruner's word, and enforces the time budget."""
 
     def __init__(self, trial: optuna.Trial, seconds: float | None) -> None:
+        super().__init__(seconds)
         self.trial = trial
-        self.seconds = seconds
-        self.started = time.monotonic()
-
-    def on_train_start(self, run: RunState) -> None:
-        self.started = time.monotonic()
-
-    def on_step(self, run: RunState, record: StepRecord) -> None:
-        if self.seconds is not None and time.monotonic() - self.started >= self.seconds:
-            run.request_stop("time_budget")
 
     def on_validation(self, run: RunState, record: ValidationRecord) -> None:
         metric = run.history.metric
