@@ -21,6 +21,7 @@ import pytest
 
 from metaauto import servers
 from metaauto.config import home_dir
+from _prefect_support import read_artifacts
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "test-artifacts" / "browser"
@@ -142,16 +143,11 @@ def test_triggered_pipeline_completes_registers_a_champion_and_publishes_artifac
 
     keys = ["ingest-sinusoid", f"search-progress-{name}", f"leaderboard-{name}", f"evaluation-{name}", "pipeline-sinusoid"]
     with temporary_settings(updates={PREFECT_API_URL: stack["prefect_api"]}), get_client(sync_client=True) as prefect:
-        # the REST call the UI makes (the client's read_artifacts sends nulls this server version rejects)
-        response = prefect._client.post("/artifacts/filter", json={
-            "artifacts": {"key": {"any_": keys}}, "sort": "CREATED_DESC", "limit": 200, "offset": 0})
-        response.raise_for_status()
+        found = read_artifacts(keys, prefect)
+        # the REST call the UI makes (the client's read_flow_runs sends nulls this server version rejects)
         runs = prefect._client.post("/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 200, "offset": 0})
         runs.raise_for_status()
         subflows = runs.json()
-    found: dict[str, dict] = {}
-    for artifact in response.json():
-        found.setdefault(artifact["key"], artifact)
     assert set(found) == set(keys)
     assert f"models:/{name}@champion" in found["pipeline-sinusoid"]["data"]
     names = {run["name"] for run in subflows}

@@ -4,7 +4,6 @@ finished study, and bad input failing the ingest flow with the validator's messa
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -15,33 +14,10 @@ import pytest
 from flows import (CollectionParams, EvalParams, PipelineParams, SearchParams, TransferParams, ingest_collection,
                    meta_pipeline, search_learners)
 from metaauto.errors import CollectionError
+from _prefect_support import harness, read_artifacts  # noqa: F401  (harness: a fixture)
 
 SINUSOID = CollectionParams(collection="sinusoid", shots=5, queries=10)
 TINY = SearchParams(trials=2, algorithms=["fomaml", "reptile"], max_steps=6, val_every=3, val_tasks=5, pruner="none")
-
-
-@pytest.fixture(scope="module")
-def harness(single_thread):
-    from prefect.testing.utilities import prefect_test_harness
-
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-def _artifacts(keys: list[str]) -> dict[str, dict]:
-    """The newest artifact of each key, read from the server's REST API as the UI does."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        response = client._client.post("/artifacts/filter", json={
-            "artifacts": {"key": {"any_": keys}}, "sort": "CREATED_DESC", "limit": 200, "offset": 0})
-        response.raise_for_status()
-    found: dict[str, dict] = {}
-    for artifact in response.json():
-        found.setdefault(artifact["key"], artifact)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +64,7 @@ def test_pipeline_publishes_artifacts(pipeline):
     name, _, _ = pipeline
     keys = [f"ingest-sinusoid", "splits-sinusoid", f"search-progress-{name}", f"leaderboard-{name}", f"evaluation-{name}",
             "transfer-sinusoid", "pipeline-sinusoid"]
-    found = _artifacts(keys)
+    found = read_artifacts(keys)
     assert set(found) == set(keys)
     assert found[f"search-progress-{name}"]["data"] == 100.0
     assert "Winner" in found[f"evaluation-{name}"]["data"] and "wilcoxon" in found[f"evaluation-{name}"]["data"]

@@ -8,7 +8,6 @@ cannot serve) and a user's own CSV through the ``metaauto pipeline`` command.
 from __future__ import annotations
 
 import math
-import os
 import uuid
 from pathlib import Path
 
@@ -16,34 +15,12 @@ import pytest
 
 from flows import CollectionParams, EvalParams, PipelineParams, SearchParams, TransferParams, meta_pipeline, transfer_to_domain
 from metaauto.evaluation.domains import DomainTransferError, default_model_name, pipeline_defaults
+from _prefect_support import harness, read_artifacts  # noqa: F401  (harness: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = EvalParams(final_steps=4, tasks=10, pretrain_steps=10, scratch_steps=5)
 RECSYS_METHODS = {"global mean", "item mean", "user support mean", "pooled model", "pooled model + fine-tune", "MF fold-in"}
 CLINICAL_METHODS = {"lr-support", "lr-pooled", "gbm-pooled", "lr-pooled-finetuned"}
-
-
-@pytest.fixture(scope="module")
-def harness(single_thread):
-    from prefect.testing.utilities import prefect_test_harness
-
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-def _artifacts(keys: list[str]) -> dict[str, dict]:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        response = client._client.post("/artifacts/filter", json={
-            "artifacts": {"key": {"any_": keys}}, "sort": "CREATED_DESC", "limit": 200, "offset": 0})
-        response.raise_for_status()
-    found: dict[str, dict] = {}
-    for artifact in response.json():
-        found.setdefault(artifact["key"], artifact)
-    return found
 
 
 def _run(collection: str, options: dict, algorithm: str, data_dir: Path, transfer_tasks: int, **domain_options):
@@ -178,7 +155,7 @@ def test_heart_pipeline_registers_site_champion_and_scores_clinical_baselines(he
 
 
 def test_transfer_artifacts_show_the_table_and_the_verdict(movielens, heart):
-    found = _artifacts(["transfer-movielens", "transfer-table-movielens-k10", "transfer-heart-disease",
+    found = read_artifacts(["transfer-movielens", "transfer-table-movielens-k10", "transfer-heart-disease",
                         "transfer-table-heart-disease-k5"])
     assert set(found) == {"transfer-movielens", "transfer-table-movielens-k10", "transfer-heart-disease",
                           "transfer-table-heart-disease-k5"}
