@@ -18,27 +18,11 @@ from flows.params import CollectionParams
 
 
 def meta_features(collection: Any, params: CollectionParams) -> dict[str, Any]:
-    """Meta-features of the collection: the shared knowledge-base function when it exists, else simple counts."""
-    try:
-        from metaauto.search.knowledge import meta_features as shared  # written by the knowledge-base work
-    except ImportError:
-        shared = None
-    if shared is not None:
-        try:
-            return dict(shared(collection))
-        except TypeError:
-            pass
-    summary = collection.summary()
-    features: dict[str, Any] = {
-        "task_type": collection.task_type,
-        "input_dims": len(collection.input_shape),
-        "input_size": int(__import__("math").prod(collection.input_shape)),
-    }
-    for split, s in summary.items():
-        features[f"{split}.units"] = s.units
-        features[f"{split}.examples"] = s.examples
-        features[f"{split}.examples_per_unit"] = round(s.examples / s.units, 3) if s.units else 0.0
-    return features
+    """The collection's meta-features as the search's knowledge base computes them (warm starts use the same)."""
+    from metaauto.search.knowledge import meta_features as describe
+
+    ways = params.ways if collection.task_type == "classification" else None
+    return describe(collection, ways, params.shots)
 
 
 def collection_warnings(collection: Any, params: CollectionParams, caught: list[str]) -> list[str]:
