@@ -57,10 +57,16 @@ class SearchParams(BaseModel):
                                                  description="Name of a Prefect global concurrency limit every trial occupies one slot of (e.g. 'gpu'); empty: 'gpu' on CUDA, none on the CPU.")
     trial_retries: int = Field(1, ge=0, le=5, title="Trial retries", description="Prefect retries of a trial task that raised.")
     workers: int = Field(0, ge=0, le=256, title="Worker runs",
-                         description="0: trials run inside this flow run. N > 0: submit N runs of the worker deployment "
-                                     "(metaauto stack up creates it); each joins the study on a PostgreSQL storage and pulls trials.")
+                         description="0: trials run inside this flow run. N > 0: submit N worker runs (see Worker kind; metaauto stack up "
+                                     "starts the workers); each joins the study on a PostgreSQL storage and pulls trials.")
+    dispatch: Literal["task-workers", "deployment"] = Field(
+        "task-workers", title="Worker kind",
+        description="workers > 0: 'task-workers' submits search-worker task runs to long-lived task workers (no start-up per "
+                    "search); 'deployment' submits flow runs of the worker deployment to a work pool (a new process or pod each).")
     worker_deployment: str = Field("search-worker/scaleout", title="Worker deployment",
-                                   description="FLOW/DEPLOYMENT whose runs take the trials when workers > 0.")
+                                   description="FLOW/DEPLOYMENT whose runs take the trials when workers > 0 and the kind is 'deployment'.")
+    stall_seconds: int = Field(900, ge=5, le=604_800, title="Stall timeout",
+                               description="workers > 0: fail the search when for this long no trial runs and none finishes (every worker gone).")
     heartbeat_interval: int = Field(30, ge=1, le=3600, title="Heartbeat interval",
                                     description="Seconds between a running trial's heartbeats in a database storage (workers > 0).")
     grace_period: int = Field(120, ge=2, le=86_400, title="Grace period",

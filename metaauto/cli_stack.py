@@ -14,7 +14,7 @@ from metaauto.servers import DEFAULT_HOST
 
 stack_app = typer.Typer(
     name="stack",
-    help="Start, stop or inspect the scale-out stack: MLflow + Prefect on PostgreSQL, a process work pool and N workers.",
+    help="Start, stop or inspect the scale-out stack: MLflow + Prefect on PostgreSQL, N task workers, a process work pool.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -34,7 +34,8 @@ def _print_status(state: dict) -> None:
                f"optuna {state['stores']['optuna_db']}")
     typer.echo(f"pool {state['pool']}, deployment {state['deployment']}; {len(state['workers'])} workers:")
     for w in state["workers"]:
-        typer.echo(f"  {w['name']}: pid {w['pid']}, {'running' if w['running'] else 'NOT running'}"
+        kind = "task worker" if w["kind"] == "tasks" else f"process worker on {state['pool']}"
+        typer.echo(f"  {w['name']} ({kind}): pid {w['pid']}, {'running' if w['running'] else 'NOT running'}"
                    f"{', online' if w['online'] else ', not online'}; log {w['log']}")
     typer.echo("\nclients and workers elsewhere set (`metaauto stack env`):")
     for key, value in state["env"].items():
@@ -44,7 +45,8 @@ def _print_status(state: dict) -> None:
 @stack_app.command("up")
 @friendly
 def stack_up(
-    workers: int = typer.Option(2, "--workers", "-n", min=0, help="Prefect workers to start on this machine."),
+    workers: int = typer.Option(2, "--workers", "-n", min=0, help="Long-lived task workers (they take searches' trials) to start here."),
+    pool_workers: int = typer.Option(1, "--pool-workers", min=0, help="Process workers on the work pool (a new process per flow run)."),
     slots: int = typer.Option(1, "--slots", min=1, help="Worker runs (so trials) each worker executes at once."),
     postgres: Optional[str] = typer.Option(None, "--postgres", help=f"PostgreSQL server URL (default ${stack.POSTGRES_ENV}, else {stack.DEFAULT_POSTGRES})."),
     prefix: str = typer.Option(stack.DEFAULT_PREFIX, "--db-prefix", help="Databases PREFIX_mlflow, PREFIX_prefect, PREFIX_optuna (created when missing)."),
@@ -57,7 +59,7 @@ def stack_up(
     timeout: float = typer.Option(180.0, help="Seconds to wait for each server's health check."),
 ) -> None:
     """Create the databases, start MLflow and Prefect on them, the work pool, the worker deployment and the workers."""
-    stack.up(workers=workers, postgres=postgres, prefix=prefix, host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
+    stack.up(workers=workers, pool_workers=pool_workers, postgres=postgres, prefix=prefix, host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
              pool=pool, slots=slots, gpus=gpus, gpu_limit=gpu_limit, timeout=timeout)
     _print_status(stack.status())
     typer.echo(f"logs and state: {stack.stack_dir()}")
@@ -97,11 +99,33 @@ def stack_env() -> None:
         typer.echo(f"export {key}={value}")
 
 
+@stack_app.command("configure")
+@friendly
+def stack_configure(
+    pool: str = typer.Option(stack.DEFAULT_POOL, "--pool", help="Process work pool to create (kept if it exists)."),
+    gpus: int = typer.Option(0, "--gpus", min=0, help="Slots of the GPU global concurrency limit (0: none)."),
+    gpu_limit: str = typer.Option("gpu", "--gpu-limit"),
+) -> None:
+    """On the Prefect server at PREFECT_API_URL (compose, Kubernetes, a server you run): the work pool, the
+    task runs' storage block and the search-worker deployment that `stack up` creates on its own server."""
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise stack.StackError("set PREFECT_API_URL to the Prefect server to configure")
+    deployment = stack.configure_prefect(api, pool, gpus, gpu_limit)
+    typer.echo(f"configured {api}: pool {pool}, block {'/'.join(stack.TASK_STORAGE)} -> {stack.stack_dir() / 'task-runs'}, "
+               f"deployment {deployment}")
+
+
+_KIND = typer.Option("tasks", "--kind", help="tasks: a long-lived task worker (searches' trials); pool: a process "
+                                           "worker on the work pool (a new process per flow run).")
+
+
 @stack_app.command("add-workers")
 @friendly
-def stack_add_workers(count: int = typer.Argument(1, min=1), slots: Optional[int] = typer.Option(None, "--slots", min=1)) -> None:
-    """Start more local workers on the running stack's pool."""
-    for worker in stack.add_workers(count, slots):
+def stack_add_workers(count: int = typer.Argument(1, min=1), slots: Optional[int] = typer.Option(None, "--slots", min=1),
+                      kind: str = _KIND) -> None:
+    """Start more local workers on the running stack."""
+    for worker in stack.add_workers(count, slots, kind=kind):
         typer.echo(f"{worker['name']}: pid {worker['pid']}, log {worker['log']}")
 
 
@@ -110,17 +134,23 @@ def stack_add_workers(count: int = typer.Argument(1, min=1), slots: Optional[int
 def stack_worker(
     pool: str = typer.Option(stack.DEFAULT_POOL, "--pool"),
     slots: int = typer.Option(1, "--slots", min=1),
-    name: Optional[str] = typer.Option(None, "--name", help="Worker name (default HOST-worker-PID)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Process worker name (default HOST-worker-PID; a task worker is HOST-PID)."),
+    kind: str = _KIND,
 ) -> None:
     """Run one worker in the foreground, on any machine: PREFECT_API_URL, MLFLOW_TRACKING_URI and
     METAAUTO_SEARCH_STORAGE (from `metaauto stack env` on the stack's machine) say where the servers are."""
     missing = [k for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", stack.SEARCH_STORAGE_ENV) if not os.environ.get(k)]
     if missing:
         raise stack.StackError(f"set {', '.join(missing)} first (`metaauto stack env` on the stack's machine prints them)")
+    if kind not in ("tasks", "pool"):
+        raise stack.StackError(f"--kind {kind!r} is neither 'tasks' nor 'pool'")
     import socket
 
     env = stack.worker_env(os.environ["PREFECT_API_URL"], os.environ["MLFLOW_TRACKING_URI"], os.environ[stack.SEARCH_STORAGE_ENV])
-    command = stack.worker_command(pool, name or f"{socket.gethostname().split('.')[0]}-worker-{os.getpid()}", slots)
+    if kind == "tasks":
+        command = stack.task_worker_command(slots)
+    else:
+        command = stack.worker_command(pool, name or f"{socket.gethostname().split('.')[0]}-worker-{os.getpid()}", slots)
     os.execvpe(command[0], command, env)
 
 

@@ -1,4 +1,4 @@
-"""The local scale-out stack: MLflow and Prefect on PostgreSQL, a process work pool and N Prefect workers.
+"""The local scale-out stack: MLflow and Prefect on PostgreSQL, long-lived task workers, a process work pool.
 
 ``metaauto server`` (:mod:`metaauto.servers`) runs the two servers on SQLite for one user on one machine.
 The stack is what several processes -- and several machines -- share: every store is a PostgreSQL
@@ -7,14 +7,22 @@ concurrent writers, and a worker on another machine needs nothing but three URLs
 
 * ``MLFLOW_TRACKING_URI``: the MLflow server (``--serve-artifacts``: clients upload artifacts through it,
   so a remote worker needs no shared filesystem);
-* ``PREFECT_API_URL``: the Prefect server the workers poll for flow runs;
-* ``METAAUTO_SEARCH_STORAGE``: the Optuna storage the ``search-worker`` flow runs join.
+* ``PREFECT_API_URL``: the Prefect server the workers subscribe to or poll;
+* ``METAAUTO_SEARCH_STORAGE``: the Optuna storage the workers join.
 
 ``stack up`` creates the databases when missing, starts both servers detached (their own process groups,
-as :mod:`metaauto.servers` does), creates the process work pool, deploys ``search-worker/scaleout`` to it
-(the flow in ``flows/worker.py``, run from this checkout) and starts the workers. ``search-learners`` with
-``workers > 0`` then submits that many runs of the deployment: each joins the study and pulls trials until
-the study has its trials, so one more worker is one more trial at a time.
+as :mod:`metaauto.servers` does), and then two kinds of workers:
+
+* ``workers`` **task workers** (``python -m flows.task_worker``): long-lived Prefect task workers serving
+  the ``search-worker`` task. ``search-learners`` with ``workers > 0`` (and the default
+  ``dispatch="task-workers"``) submits that many background runs of it; each joins the study and pulls
+  trials until the study has its trials. The process imported PyTorch, MLflow and the data once, so a
+  search pays no start-up: this is the throughput path. Their parameters travel through the block
+  ``local-file-system/metaauto-task-runs`` (a directory under the stack; other machines need a shared or
+  remote-file-system block of that name).
+* ``pool_workers`` **process workers** on the process work pool, with the ``search-worker/scaleout``
+  deployment (the same loop as a flow, ``dispatch="deployment"``) and any other flow deployed there: every
+  flow run is a new process, the model of a Kubernetes work pool where each run is a pod with a GPU.
 
 Where things are:
 
@@ -36,6 +44,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,6 +73,8 @@ DEFAULT_PREFIX = "metaauto"
 DEFAULT_POOL = "metaauto-trials"
 DEPLOYMENT_NAME = "scaleout"
 WORKER_FLOW = "search-worker"
+#: the block background task runs keep their parameters and results in (flows.worker.TASK_STORAGE_BLOCK)
+TASK_STORAGE = ("local-file-system", "metaauto-task-runs")
 #: workers poll for scheduled flow runs this often (Prefect's default is 10 s, which a short search pays for)
 WORKER_QUERY_SECONDS = 2
 DEFAULT_STACK_PREFECT_PORT = 4200
@@ -358,7 +369,13 @@ def worker_env(prefect_api: str, mlflow_url: str, optuna_db: str) -> dict[str, s
 
 
 def worker_command(pool: str, name: str, slots: int) -> list[str]:
+    """A Prefect process worker on ``pool`` (every flow run it takes is a new process)."""
     return [_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", name, "--limit", str(slots)]
+
+
+def task_worker_command(slots: int) -> list[str]:
+    """A long-lived task worker serving ``search-worker`` (``slots`` worker runs at once, in threads)."""
+    return [sys.executable, "-m", "flows.task_worker", "--slots", str(slots)]
 
 
 def _prefect_client(api: str) -> Any:
@@ -382,7 +399,8 @@ def _prefect_client(api: str) -> Any:
 
 
 def configure_prefect(api: str, pool: str, gpus: int = 0, gpu_limit: str = "gpu") -> str:
-    """Create the process pool, the GPU global concurrency limit (``gpus`` slots) and ``search-worker/scaleout``."""
+    """Create the process pool, the GPU global concurrency limit (``gpus`` slots), the task runs' storage
+    block and the ``search-worker/scaleout`` deployment."""
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -395,6 +413,12 @@ def configure_prefect(api: str, pool: str, gpus: int = 0, gpu_limit: str = "gpu"
             pass
         if gpus:
             client.upsert_global_concurrency_limit_by_name(gpu_limit, gpus)
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        from prefect.filesystems import LocalFileSystem
+
+        storage = stack_dir() / "task-runs"
+        storage.mkdir(exist_ok=True)
+        LocalFileSystem(basepath=str(storage)).save(TASK_STORAGE[1], overwrite=True)
     root = repo_root()
     try:
         from flows.worker import search_worker
@@ -412,12 +436,21 @@ def configure_prefect(api: str, pool: str, gpus: int = 0, gpu_limit: str = "gpu"
 
 
 def online_workers(api: str, pool: str) -> list[str]:
+    """Names of the process workers on ``pool`` and ``host-pid`` of the task workers serving ``search-worker``."""
     from prefect.client.schemas.filters import WorkerFilter, WorkerFilterStatus
+
+    from flows.worker import task_workers
 
     with _prefect_client(api) as client:
         workers = client.read_workers_for_work_pool(pool, worker_filter=WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"])),
                                                     offset=0, limit=200)  # None is refused by the server (422)
-    return sorted(w.name for w in workers)
+        serving = task_workers(client)
+    return sorted(w.name for w in workers) + serving
+
+
+def _online_key(worker: dict[str, Any]) -> str:
+    """How a started worker appears in :func:`online_workers` (a task worker names itself ``host-pid``)."""
+    return f"{socket.gethostname()}-{worker['pid']}" if worker.get("kind") == "tasks" else worker["name"]
 
 
 def _wait_for(predicate: Any, timeout: float, what: str, pids: list[int], log: str) -> None:
@@ -433,19 +466,24 @@ def _wait_for(predicate: Any, timeout: float, what: str, pids: list[int], log: s
 
 
 def start_workers(state: StackState, count: int, slots: int = 1, first: int = 0, prefix: Optional[str] = None,
-                  wait: float = 90.0) -> list[dict[str, Any]]:
-    """Start ``count`` detached workers on the stack's pool; returns ``{"name", "pid", "log"}`` each once all are online."""
+                  wait: float = 90.0, kind: str = "tasks") -> list[dict[str, Any]]:
+    """Start ``count`` detached workers of ``kind`` (``tasks``: task workers, ``pool``: process workers on the
+    stack's pool); returns ``{"name", "kind", "pid", "log"}`` each once all are online."""
+    if kind not in ("tasks", "pool"):
+        raise StackError(f"worker kind {kind!r} is neither 'tasks' nor 'pool'")
     api, pool = state.prefect_api, state.pool
     env = worker_env(api, state.mlflow_url, state.settings["optuna_db"])
     prefix = prefix or socket.gethostname().split(".")[0]
+    label = "worker" if kind == "tasks" else "pool-worker"
     started = []
     for index in range(first, first + count):
-        name = f"{prefix}-worker-{index}"
-        log = stack_dir() / f"worker-{index}.log"
-        started.append({"name": name, "pid": _spawn(name, worker_command(pool, name, slots), env, log), "log": str(log)})
-    names = {w["name"] for w in started}
+        name = f"{prefix}-{label}-{index}"
+        log = stack_dir() / f"{label}-{index}.log"
+        command = task_worker_command(slots) if kind == "tasks" else worker_command(pool, name, slots)
+        started.append({"name": name, "kind": kind, "pid": _spawn(name, command, env, log), "log": str(log)})
+    keys = {_online_key(w) for w in started}
     try:
-        _wait_for(lambda: names <= set(online_workers(api, pool)), wait, f"workers {sorted(names)} online in pool {pool}",
+        _wait_for(lambda: keys <= set(online_workers(api, pool)), wait, f"{label}s {sorted(w['name'] for w in started)} online",
                   [w["pid"] for w in started], started[0]["log"] if started else "")
     except BaseException:
         kill_trees([w["pid"] for w in started])
@@ -455,6 +493,7 @@ def start_workers(state: StackState, count: int, slots: int = 1, first: int = 0,
 
 def up(
     workers: int = 2,
+    pool_workers: int = 1,
     postgres: Optional[str] = None,
     prefix: str = DEFAULT_PREFIX,
     host: str = DEFAULT_HOST,
@@ -491,7 +530,8 @@ def up(
                            pool=pool, deployment="", settings=asdict(settings))
         _write_state(state)
         state.deployment = configure_prefect(state.prefect_api, pool, gpus, gpu_limit)
-        started_workers = start_workers(state, workers, slots)
+        started_workers = start_workers(state, workers, slots, kind="tasks")
+        started_workers += start_workers(state, pool_workers, slots, kind="pool")
         state.workers = started_workers
         state.settings.update(slots=slots, gpus=gpus, gpu_limit=gpu_limit)
         _write_state(state)
@@ -502,13 +542,13 @@ def up(
     return state
 
 
-def add_workers(count: int, slots: Optional[int] = None) -> list[dict[str, Any]]:
-    """More local workers for a running stack (their flow runs take trials from the same studies)."""
+def add_workers(count: int, slots: Optional[int] = None, kind: str = "tasks") -> list[dict[str, Any]]:
+    """More local workers of ``kind`` for a running stack (they take trials from the same studies)."""
     state = read_state()
     if state is None:
         raise StackError("no stack is up; run `metaauto stack up` first")
-    first = max((int(w["name"].rsplit("-", 1)[1]) for w in state.workers), default=-1) + 1
-    added = start_workers(state, count, slots or state.settings.get("slots", 1), first=first)
+    first = max((int(w["name"].rsplit("-", 1)[1]) for w in state.workers if w.get("kind", "pool") == kind), default=-1) + 1
+    added = start_workers(state, count, slots or state.settings.get("slots", 1), first=first, kind=kind)
     state.workers.extend(added)
     _write_state(state)
     return added
@@ -527,7 +567,8 @@ def status() -> dict[str, Any]:
             online = online_workers(state.prefect_api, state.pool)
         except Exception:  # the server answers health but not the API yet: report the workers as unknown
             online = []
-    workers = [{**w, "running": _alive(w["pid"]), "online": w["name"] in online} for w in state.workers]
+    workers = [{**w, "kind": w.get("kind", "pool"), "running": _alive(w["pid"]), "online": _online_key(w) in online}
+               for w in state.workers]
     return {
         "up": prefect_ok and mlflow_ok and all(w["running"] for w in workers),
         "prefect": {"url": state.prefect["url"], "api_url": state.prefect_api, "pid": state.prefect["pid"],
@@ -569,7 +610,7 @@ def _port_released(host: str, port: int, wait: float = 10.0) -> bool:
 
 
 __all__ = [
-    "DEFAULT_POOL", "POSTGRES_ENV", "SEARCH_STORAGE_ENV", "StackError", "StackSettings", "StackState", "add_workers",
+    "DEFAULT_POOL", "POSTGRES_ENV", "SEARCH_STORAGE_ENV", "StackError", "TASK_STORAGE", "configure_prefect", "StackSettings", "StackState", "add_workers",
     "descendants", "down", "drop_databases", "ensure_databases", "kill_tree", "kill_trees", "read_state", "redact", "start_workers",
-    "status", "up", "worker_command", "worker_env",
+    "status", "task_worker_command", "up", "worker_command", "worker_env",
 ]

@@ -181,3 +181,28 @@ def test_kubernetes_jobs_request_gpus_and_every_placeholder_is_a_variable(job_te
     env = {e["name"]: e for e in container["env"]}
     assert urlparse(env["MLFLOW_TRACKING_URI"]["value"]).port == 5000
     assert urlparse(env["PREFECT_API_URL"]["value"]).path == "/api"
+
+
+def test_task_workers_run_a_module_of_the_image_and_share_the_task_run_storage(compose):
+    """Background task runs carry their parameters through the block `stack configure` points at
+    $METAAUTO_HOME/stack/task-runs: whoever submits (process workers' flow runs) and whoever runs them
+    (task workers) must mount the same volume there, and the modules must be in the image."""
+    import typer.main
+
+    from metaauto import stack
+    from metaauto.cli import app
+
+    services, dockerfile = compose["services"], (INFRA / "Dockerfile").read_text()
+    command = services["task-worker"]["command"]
+    assert command[:3] == ["python", "-m", "flows.task_worker"]
+    assert (REPO / "flows" / "task_worker.py").is_file() and "COPY flows ./flows" in dockerfile
+    assert command[1:] == stack.task_worker_command(1)[1:], "compose runs the task worker `metaauto stack up` runs"
+    home = _env_dicts(compose)["task-worker"]["METAAUTO_HOME"]
+    mounts = {name: {v.split(":")[0] for v in services[name].get("volumes", []) if v.split(":")[1] == f"{home}/stack/task-runs"}
+              for name in ("setup", "worker", "task-worker")}
+    assert all(m == {"task-runs"} for m in mounts.values()), mounts
+    setup = services["setup"]["command"]
+    configure = typer.main.get_command(app).commands["stack"].commands["configure"]
+    assert setup[:3] == ["metaauto", "stack", "configure"]
+    assert {a for a in setup[3:] if a.startswith("--")} <= {o for p in configure.params for o in getattr(p, "opts", ())}
+    assert _arg(setup, "--pool") == _arg(services["worker"]["command"], "--pool")

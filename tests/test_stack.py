@@ -1,10 +1,11 @@
-"""The scale-out stack on the running PostgreSQL: `metaauto stack up`, a search on two Prefect workers,
-a worker killed mid-trial, `metaauto stack down`.
+"""The scale-out stack on the running PostgreSQL: `metaauto stack up`, a search on two task workers,
+the same on the work pool's deployment, a worker killed mid-trial, every worker killed, `metaauto stack down`.
 
 One stack per module (servers and workers take most of the time), on free loopback ports and on fresh
 databases ``metaauto_stack_<hex>_{mlflow,prefect,optuna}`` that are dropped afterwards. Everything is
-real: MLflow and Prefect servers on PostgreSQL, ``prefect worker`` processes of a process work pool,
-``search-worker/scaleout`` flow runs started by those workers, the Optuna study in PostgreSQL.
+real: MLflow and Prefect servers on PostgreSQL, two long-lived Prefect task workers
+(``python -m flows.task_worker``) and one ``prefect worker`` of a process work pool, ``search-worker``
+task runs and ``search-worker/scaleout`` flow runs, the Optuna study in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def test_status_names_urls_stores_and_worker_pids(up):
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
     assert status["up"] and status["prefect"]["healthy"] and status["mlflow"]["healthy"]
-    assert [w["online"] for w in status["workers"]] == [True, True]
+    assert [(w["kind"], w["online"]) for w in status["workers"]] == [("tasks", True), ("tasks", True), ("pool", True)]
+    assert "task worker" in text.output and "process worker on metaauto-trials" in text.output
     assert all(f"pid {w['pid']}" in text.output for w in status["workers"])
     assert status["stores"]["optuna_db"].endswith(f"/{up['prefix']}_optuna")
     assert status["deployment"] == "search-worker/scaleout"
@@ -117,6 +119,8 @@ def test_search_runs_on_two_workers_each_trial_once_and_the_champion_is_register
     assert sorted(t.number for t in trials) == list(range(6))
     workers = {t.user_attrs[WORKER_ATTR] for t in trials}
     assert len(workers) == 2, f"both workers should have run trials: {workers}"
+    task_workers = {w["pid"] for w in up["state"].workers if w["kind"] == "tasks"}
+    assert {int(w.rsplit(":", 1)[1]) for w in workers} == task_workers, "the trials ran inside the long-lived task workers"
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "no two trials overlapped: the workers did not run in parallel"
 
@@ -138,6 +142,20 @@ def test_search_runs_on_two_workers_each_trial_once_and_the_champion_is_register
     assert any((stack.stack_dir() / "artifacts").rglob("MLmodel"))
 
 
+def test_the_deployment_way_runs_the_search_in_a_flow_run_on_the_work_pool(up):
+    from flows.search import search_learners
+    from flows.worker import WORKER_ATTR
+
+    name = f"stack-pool-{uuid.uuid4().hex[:6]}"
+    data, search = _params(name, trials=3, max_steps=40, dispatch="deployment")
+    summary = search_learners(data=data, search=search.model_copy(update={"workers": 1}), experiment="stack-test")
+    assert summary["states"] == {"COMPLETE": 3}
+    pool_worker = next(w for w in up["state"].workers if w["kind"] == "pool")
+    pids = {int(t.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]) for t in _study(name).get_trials()}
+    assert len(pids) == 1 and pids <= set(stack.descendants(pool_worker["pid"])), \
+        "the trials ran in a flow-run process the pool's worker started"
+
+
 def _worker_of(pid: int, state: stack.StackState) -> dict:
     for worker in state.workers:
         if pid == worker["pid"] or pid in stack.descendants(worker["pid"]):
@@ -146,37 +164,23 @@ def _worker_of(pid: int, state: stack.StackState) -> dict:
 
 
 def test_a_worker_killed_mid_trial_leaves_a_study_that_completes(up):
-    from flows.search import search_learners
     from flows.worker import WORKER_ATTR
 
     name = f"stack-kill-{uuid.uuid4().hex[:6]}"
     data, search = _params(name, trials=5, max_steps=150, heartbeat_interval=1, grace_period=3)
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["summary"] = search_learners(data=data, search=search, experiment="stack-test")
-        except BaseException as exc:  # reported by the main thread
-            outcome["error"] = exc
-
-    # the Prefect settings (PREFECT_API_URL) live in a context variable: the thread gets a copy of ours
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
-    thread.start()
+    thread, outcome = _search_in_thread(data, search)
     state = stack.read_state()
     deadline = time.monotonic() + 120
     victim = None
     while victim is None:
         assert time.monotonic() < deadline and thread.is_alive(), f"no trial started: {outcome}"
-        try:
-            running = _study(name).get_trials(states=(TrialState.RUNNING,))
-        except KeyError:  # the study is not created yet
-            running = []
-        for trial in running:
+        for trial in _running(name):
             if trial.user_attrs.get(WORKER_ATTR) and trial.datetime_start is not None:
                 victim = trial
         time.sleep(0.3)
     worker = _worker_of(int(victim.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), state)
-    stack.kill_tree(worker["pid"], sig=signal.SIGKILL)  # the worker and the flow run it started, mid-trial
+    assert worker["kind"] == "tasks"
+    stack.kill_tree(worker["pid"], sig=signal.SIGKILL)  # the task worker, mid-trial
 
     thread.join(timeout=180)
     assert not thread.is_alive(), "search-learners never returned after a worker died"
@@ -188,6 +192,58 @@ def test_a_worker_killed_mid_trial_leaves_a_study_that_completes(up):
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 5  # the study got its 5 trials, the retry included
     assert not any(t.state == TrialState.RUNNING for t in trials)
+
+
+def _search_in_thread(data, search) -> tuple[threading.Thread, dict]:
+    from flows.search import search_learners
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["summary"] = search_learners(data=data, search=search, experiment="stack-test")
+        except BaseException as exc:  # reported by the main thread
+            outcome["error"] = exc
+
+    # the Prefect settings (PREFECT_API_URL) live in a context variable: the thread gets a copy of ours
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_search_whose_every_worker_died_fails_and_says_so(up):
+    from flows.search import search_learners
+    from flows.worker import WORKER_ATTR
+    from metaauto.search.space import SearchError
+
+    state = stack.read_state()
+    live = [w for w in state.workers if w["kind"] == "tasks" and _alive(w["pid"])]
+    assert len(live) == 1, "the previous test killed one of the two task workers"
+    name = f"stack-dead-{uuid.uuid4().hex[:6]}"
+    data, search = _params(name, trials=4, max_steps=400, heartbeat_interval=1, grace_period=3, stall_seconds=5)
+    thread, outcome = _search_in_thread(data, search.model_copy(update={"workers": 1}))
+    deadline = time.monotonic() + 120
+    while not any(t.user_attrs.get(WORKER_ATTR) for t in _running(name)):
+        assert time.monotonic() < deadline and thread.is_alive(), f"no trial started: {outcome}"
+        time.sleep(0.3)
+    stack.kill_tree(live[0]["pid"], sig=signal.SIGKILL)  # the last worker: nobody is left to take the retry
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "search-learners waits forever when every worker is gone"
+    error = outcome.get("error")
+    assert isinstance(error, SearchError), repr(error)
+    assert "no worker is taking them" in str(error) and "metaauto stack status" in str(error)
+
+    # and with no task worker left, a new search is refused at once instead of waiting
+    data, search = _params(f"stack-none-{uuid.uuid4().hex[:6]}", trials=2, max_steps=20)
+    with pytest.raises(SearchError, match="no task worker serves the search-worker task"):
+        search_learners(data=data, search=search, experiment="stack-test")
+
+
+def _running(name: str) -> list:
+    try:
+        return _study(name).get_trials(states=(TrialState.RUNNING,))
+    except KeyError:  # the study is not created yet
+        return []
 
 
 def test_stack_down_leaves_nothing_running(up):

@@ -149,3 +149,53 @@ def test_runs_are_logged_by_id_from_parallel_threads(client) -> None:
 def test_nothing_is_written_to_the_working_directory(tracked) -> None:
     # MLflow's own defaults would create ./mlflow.db and ./mlruns wherever the process started
     assert not Path("mlflow.db").exists() and not Path("mlruns").exists()
+
+
+def test_the_metric_streamer_sends_in_the_background_in_order_and_close_waits(client) -> None:
+    """Batches leave on a sender thread (a trial does not wait on the tracking server), arrive in the
+    order they were flushed, and close() returns only once the store has all of them."""
+    from metaauto.tracking import MlflowCallback, TrackedRun
+
+    run = TrackedRun.start(run_name="streamer", client=client)
+    streamer = MlflowCallback(run)
+    sent_from: set[str] = set()
+    original = run.log_metric_records
+
+    def recording(records):
+        sent_from.add(threading.current_thread().name)
+        original(records)
+
+    run.log_metric_records = recording
+    for batch in range(5):
+        streamer._pending.extend(support_metric("loss", float(batch * 10 + i), batch * 10 + i) for i in range(10))
+        streamer.flush()
+    streamer.send(run.log_params, {"after": "metrics"})
+    streamer.close()
+    assert sent_from and all(name.startswith("mlflow-metrics") for name in sent_from)
+    history = sorted(client.get_metric_history(run.run_id, "loss"), key=lambda m: m.step)
+    assert [m.value for m in history] == [float(s) for s in range(50)]
+    assert client.get_run(run.run_id).data.params == {"after": "metrics"}
+    run.end()
+
+
+def test_a_store_error_in_the_background_is_raised_by_close(client) -> None:
+    from metaauto.tracking import MlflowCallback, TrackedRun
+
+    run = TrackedRun.start(run_name="streamer-error", client=client)
+    streamer = MlflowCallback(run)
+
+    def refuse(records):
+        raise RuntimeError("tracking server said no")
+
+    run.log_metric_records = refuse
+    streamer._pending.append(support_metric("loss", 1.0, 0))
+    streamer.flush()
+    with pytest.raises(RuntimeError, match="tracking server said no"):
+        streamer.close()
+    run.end()
+
+
+def support_metric(key: str, value: float, step: int):
+    from mlflow.entities import Metric
+
+    return Metric(key, value, 0, step)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from metaauto.engine import TrainConfig
 from metaauto.search.space import Candidate
 from metaauto.tracking.callback import MlflowCallback
 from metaauto.tracking.run import TrackedRun
-from metaauto.tracking.store import DEFAULT_EXPERIMENT
+from metaauto.tracking.store import DEFAULT_EXPERIMENT, ensure_experiment
 from metaauto.tracking.training import EvalSettings, run_params
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -39,35 +40,40 @@ class TrialTracker:
         self.parent_run_id = parent_run_id
         self.study_name = study_name
         self.experiment = experiment
+        self._experiment_id: str | None = None
         self._callbacks: dict[str, MlflowCallback] = {}
 
     def start(self, trial: optuna.Trial, candidate: Candidate) -> TrackedRun:
+        """Create the nested run (the one call a trial waits for); its parameters follow in the background."""
+        if self._experiment_id is None:
+            self._experiment_id = ensure_experiment(self.client, self.experiment)
         run = TrackedRun.start(
             run_name=f"{self.study_name}-trial{trial.number}-{candidate.algorithm}",
             tags={PARENT_TAG: self.parent_run_id, "optuna.study": self.study_name, "optuna.trial": trial.number,
                   "optuna.state": "RUNNING", "algorithm": candidate.algorithm},
-            experiment=self.experiment, client=self.client,
+            experiment_id=self._experiment_id, client=self.client,
         )
-        run.log_params({"optuna.trial": trial.number, **trial.params})
+        self.callback(run).send(run.log_params, {"optuna.trial": trial.number, **trial.params})
         return run
 
     def callback(self, run: TrackedRun) -> MlflowCallback:
-        """The run's metric streamer; :meth:`finish` flushes what a pruned or failed trial left buffered."""
-        self._callbacks[run.run_id] = MlflowCallback(run)
+        """The run's metric streamer and background sender; :meth:`finish` waits for what it still holds."""
+        if run.run_id not in self._callbacks:
+            self._callbacks[run.run_id] = MlflowCallback(run)
         return self._callbacks[run.run_id]
 
     def log_setup(self, run: TrackedRun, learner: Any, collection: Any, config: TrainConfig) -> None:
         params = run_params(learner, collection, config, EvalSettings(baselines=False))
-        run.log_params({k: v for k, v in params.items() if not k.startswith("eval.")})
+        self.callback(run).send(run.log_params, {k: v for k, v in params.items() if not k.startswith("eval.")})
 
     def finish(self, run: TrackedRun, trial: optuna.Trial, state: str, reason: str, *, error: BaseException | None = None,
                value: float | None = None, result: Any = None) -> None:
         streamer = self._callbacks.pop(run.run_id, None)
         if streamer is not None:
-            streamer.flush()
-        run.set_tags({"optuna.state": state, "metaauto.reason": reason})
-        if value is not None:
-            run.log_metrics({"optuna/value": value}, step=result.final_step if result is not None else 0)
+            streamer.close()
+        metrics = {"optuna/value": value} if value is not None else {}
+        run.log(metrics=metrics, step=result.final_step if result is not None else 0,
+                tags={"optuna.state": state, "metaauto.reason": reason})
         if error is not None:
             run.fail(error)
         else:
@@ -101,6 +107,24 @@ def leaderboard_records(board: pd.DataFrame) -> list[dict[str, Any]]:
 
 #: the study's plots, by their ``optuna.visualization(.matplotlib).plot_<name>`` function
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
+
+
+def warm_up_plots() -> threading.Thread:
+    """Import the plotting stack (matplotlib, plotly, scikit-learn for fANOVA: ~1.5 s) in a daemon thread.
+
+    A search whose trials run in other processes leaves its own process idle until :func:`log_study`;
+    doing the imports then takes them off the end of the search's wall time.
+    """
+    def imports() -> None:
+        import matplotlib.pyplot  # noqa: F401
+        import optuna.importance  # noqa: F401
+        import optuna.visualization  # noqa: F401
+        import optuna.visualization.matplotlib  # noqa: F401
+        import sklearn.ensemble  # noqa: F401
+
+    thread = threading.Thread(target=imports, name="metaauto-warm-up-plots", daemon=True)
+    thread.start()
+    return thread
 
 
 def log_study(run: TrackedRun, study: optuna.Study) -> dict[str, str]:

@@ -55,10 +55,12 @@ class TrackedRun:
         tags: Mapping[str, Any] | None = None,
         experiment: str = DEFAULT_EXPERIMENT,
         client: MlflowClient | None = None,
+        experiment_id: str | None = None,
     ) -> "TrackedRun":
-        """Create a run in ``experiment`` (created if missing) on ``client``'s store."""
+        """Create a run in ``experiment`` (created if missing) on ``client``'s store; a known
+        ``experiment_id`` saves the lookup (a round trip per run on a tracking server)."""
         client = client or get_client()
-        experiment_id = ensure_experiment(client, experiment)
+        experiment_id = experiment_id or ensure_experiment(client, experiment)
         run = client.create_run(
             experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
         )
@@ -87,6 +89,19 @@ class TrackedRun:
         self.log_metric_records(
             Metric(k, float(v), timestamp, int(step)) for k, v in metrics.items() if v is not None and math.isfinite(v)
         )
+
+    def log(self, metrics: Mapping[str, float] | None = None, step: int = 0,
+            tags: Mapping[str, Any] | None = None) -> None:
+        """Finite metrics at ``step`` and tags in one ``log_batch`` (one round trip)."""
+        now = int(time.time() * 1000)
+        records = [Metric(k, float(v), now, int(step)) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)]
+        tag_items = [RunTag(str(k), str(v)[:_TAG_VALUE_MAX]) for k, v in (tags or {}).items()]
+        if len(records) <= _BATCH_METRICS and len(tag_items) <= _BATCH_PARAMS:
+            if records or tag_items:
+                self.client.log_batch(self.run_id, metrics=records, tags=tag_items)
+            return
+        self.log_metric_records(records)
+        self.set_tags(tags or {})
 
     def log_metric_records(self, records: Iterable[Metric]) -> None:
         records = list(records)

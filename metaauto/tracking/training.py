@@ -281,7 +281,7 @@ def train_tracked(
                             tags={"fingerprint": collection.fingerprint})
             result = meta_train(learner, collection, config, callbacks=[callback, *callbacks])
         finally:
-            callback.flush()
+            callback.close()
         run.log_metrics({"train/wall_time_s": result.wall_time_s, "train/final_step": result.final_step}, step=result.final_step)
         run.set_tags({"stop_reason": result.stop_reason, "precision": result.precision})
         run.log_figure(figures.learning_curve(result.history, f"{learner.name} on {collection.name} ({shape})"),
