@@ -74,7 +74,7 @@ def _params(name: str, trials: int, max_steps: int, **search):
     return (CollectionParams(collection="sinusoid", shots=5, queries=5),
             SearchParams(trials=trials, algorithms=ALGORITHMS, max_steps=max_steps, val_every=max_steps // 2, val_tasks=5,
                          pruner="none", storage=stack.read_state().settings["optuna_db"], study_name=name, device="cpu",
-                         workers=2, **search))
+                         workers=2, warm_start=False, **search))  # exact counts: only the defaults are queued
 
 
 def _study(name: str) -> optuna.Study:
