@@ -43,10 +43,9 @@ class SlotTaskWorker(TaskWorker):
     """A task worker that asks the server for a run only when it can start it (see the module docstring)."""
 
     async def _subscribe_to_task_scheduling(self) -> None:
-        async with anyio.create_task_group() as group:
+        async with anyio.create_task_group() as group:  # both run until the worker stops
             group.start_soon(self._stay_visible)
             await self._take_runs()
-            group.cancel_scope.cancel()
 
     def _subscription(self, keys: Any, client_id: str) -> Any:
         from prefect.client.schemas.objects import TaskRun

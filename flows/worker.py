@@ -84,14 +84,20 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
 _lock_engines: dict[str, Any] = {}
 
 
-def next_trial(study: optuna.Study, url: str, trials: int) -> tuple[optuna.Trial | None, int]:
-    """``(trial to run or None, trials still running elsewhere)`` -- the locked step 1 of the module docstring."""
+def fail_dead_trials(study: optuna.Study) -> None:
+    """Fail (and, through the storage's callback, queue again once) the trials whose heartbeat went stale.
+    Callers hold :func:`study_lock`: two processes must not both retry one dead trial."""
     from optuna.storages._heartbeat import fail_stale_trials
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
+
+
+def next_trial(study: optuna.Study, url: str, trials: int) -> tuple[optuna.Trial | None, int]:
+    """``(trial to run or None, trials still running elsewhere)`` -- the locked step 1 of the module docstring."""
     with study_lock(url, study.study_name):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(study)
+        fail_dead_trials(study)
         finished, running = claimed(study.get_trials(deepcopy=False))
         if len(finished) + len(running) >= trials:
             return None, len(running)
@@ -232,9 +238,8 @@ def _submit(study_name: str, data: CollectionParams, search: SearchParams, paren
                           "`metaauto stack add-workers`, or `metaauto stack worker` on another machine), or set "
                           "search.dispatch = 'deployment' to run the worker deployment on a work pool")
     try:
-        futures = [search_worker_task.with_options(task_run_name=f"{study_name}-worker-{i}").delay(
-            study_name=study_name, parent_run_id=parent_run_id, data=data, search=child, experiment=experiment, index=i)
-            for i in range(search.workers)]
+        futures = [search_worker_task.delay(study_name=study_name, parent_run_id=parent_run_id, data=data, search=child,
+                                            experiment=experiment, index=i) for i in range(search.workers)]
     except ValueError as exc:  # the parameter block is missing: not the stack's Prefect server
         raise SearchError(f"cannot submit search-worker task runs: {exc}; the block {TASK_STORAGE_BLOCK!r} that "
                           "`metaauto stack up` creates on its Prefect server holds their parameters") from exc
@@ -263,7 +268,6 @@ def dispatch(study: optuna.Study, url: str, data: CollectionParams, search: Sear
     RUNNING once the study is complete belong to workers that died (their trials were retried elsewhere):
     they are marked Crashed; runs never picked up are Cancelled.
     """
-    from optuna.storages._heartbeat import fail_stale_trials
     from prefect.artifacts import update_progress_artifact
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelled, Crashed
@@ -298,9 +302,8 @@ def dispatch(study: optuna.Study, url: str, data: CollectionParams, search: Sear
                 time.sleep(poll)
                 continue
             checked = time.monotonic()
-            with study_lock(url, study.study_name), warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                fail_stale_trials(watched)
+            with study_lock(url, study.study_name):
+                fail_dead_trials(watched)
             states = runs.states()
             if all(s is not None and s.is_final() for s in states):
                 raise SearchError(f"every worker run ended ({', '.join(f'{n}: {s.name}' for n, s in zip(runs.names(), states))}) "

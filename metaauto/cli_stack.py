@@ -112,7 +112,9 @@ def stack_configure(
     if not api:
         raise stack.StackError("set PREFECT_API_URL to the Prefect server to configure")
     deployment = stack.configure_prefect(api, pool, gpus, gpu_limit)
-    typer.echo(f"configured {api}: pool {pool}, block {'/'.join(stack.TASK_STORAGE)} -> {stack.stack_dir() / 'task-runs'}, "
+    from flows.worker import TASK_STORAGE_BLOCK
+
+    typer.echo(f"configured {api}: pool {pool}, block {TASK_STORAGE_BLOCK} -> {stack.stack_dir() / 'task-runs'}, "
                f"deployment {deployment}")
 
 

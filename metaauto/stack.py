@@ -73,8 +73,6 @@ DEFAULT_PREFIX = "metaauto"
 DEFAULT_POOL = "metaauto-trials"
 DEPLOYMENT_NAME = "scaleout"
 WORKER_FLOW = "search-worker"
-#: the block background task runs keep their parameters and results in (flows.worker.TASK_STORAGE_BLOCK)
-TASK_STORAGE = ("local-file-system", "metaauto-task-runs")
 #: workers poll for scheduled flow runs this often (Prefect's default is 10 s, which a short search pays for)
 WORKER_QUERY_SECONDS = 2
 DEFAULT_STACK_PREFECT_PORT = 4200
@@ -416,9 +414,11 @@ def configure_prefect(api: str, pool: str, gpus: int = 0, gpu_limit: str = "gpu"
     with temporary_settings(updates={PREFECT_API_URL: api}):
         from prefect.filesystems import LocalFileSystem
 
+        from flows.worker import TASK_STORAGE_BLOCK
+
         storage = stack_dir() / "task-runs"
         storage.mkdir(exist_ok=True)
-        LocalFileSystem(basepath=str(storage)).save(TASK_STORAGE[1], overwrite=True)
+        LocalFileSystem(basepath=str(storage)).save(TASK_STORAGE_BLOCK.split("/", 1)[1], overwrite=True)
     root = repo_root()
     try:
         from flows.worker import search_worker
@@ -610,7 +610,7 @@ def _port_released(host: str, port: int, wait: float = 10.0) -> bool:
 
 
 __all__ = [
-    "DEFAULT_POOL", "POSTGRES_ENV", "SEARCH_STORAGE_ENV", "StackError", "TASK_STORAGE", "configure_prefect", "StackSettings", "StackState", "add_workers",
+    "DEFAULT_POOL", "POSTGRES_ENV", "SEARCH_STORAGE_ENV", "StackError", "configure_prefect", "StackSettings", "StackState", "add_workers",
     "descendants", "down", "drop_databases", "ensure_databases", "kill_tree", "kill_trees", "read_state", "redact", "start_workers",
     "status", "task_worker_command", "up", "worker_command", "worker_env",
 ]
