@@ -1,6 +1,6 @@
 """Scale-out throughput and the cost of orchestration and tracking, on the local stack.
 
-One PostgreSQL-backed stack (:mod:`metaauto.stack`: MLflow and Prefect servers, two long-lived Prefect task
+One PostgreSQL-backed stack (:mod:`metaauto.platform.stack`: MLflow and Prefect servers, two long-lived Prefect task
 workers -- or, with ``--dispatch deployment``, two process workers on the work pool) comes up on fresh
 databases; then the *same* search runs three ways:
 
@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from flows.params import CollectionParams, SearchParams
     from flows.search import search_learners
-    from metaauto import stack
+    from metaauto.platform import stack
     from metaauto.search import Budget, open_storage, run_search
-    from metaauto.servers import free_port
+    from metaauto.platform.servers import free_port
     from metaauto.tasks import load_collection
 
     prefix = f"metaauto_scaleout_{uuid.uuid4().hex[:8]}"

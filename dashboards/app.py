@@ -1,6 +1,6 @@
 """Entry for ``streamlit run dashboards/app.py``; the app itself ships in the package
-(:mod:`metaauto.dashboard_app`) so ``metaauto dashboard`` works from an installed wheel too."""
+(:mod:`metaauto.dashboard.app`) so ``metaauto dashboard`` works from an installed wheel too."""
 
 import runpy
 
-runpy.run_module("metaauto.dashboard_app", run_name="__main__")
+runpy.run_module("metaauto.dashboard.app", run_name="__main__")

@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 
 import metaauto
-from metaauto.sklearn import FewShotClassifier
+from metaauto.downstream.sklearn import FewShotClassifier
 from metaauto.tasks import load_collection
 
 

@@ -28,7 +28,7 @@ def where_to_look(evaluated: dict[str, Any]) -> dict[str, str]:
     return {
         "mlflow_ui": mlflow_ui_command(client),
         "model_uri": uri,
-        "snippet": f"import metaauto.loading as ml; model = ml.load({uri!r}); clf = model.adapt(X_support, y_support); clf.predict(X_query)",
+        "snippet": f"import metaauto; model = metaauto.load({uri!r}); clf = model.adapt(X_support, y_support); clf.predict(X_query)",
     }
 
 

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover
 
 @task(name="load-model", cache_policy=NONE)
 def load_model_task(uri: str) -> Any:
-    from metaauto.loading import load
+    from metaauto.downstream.loading import load
 
     return load(uri)
 

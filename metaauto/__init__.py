@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy, so `import metaauto` stays light (no torch/MLflow)
     if name == "load":
-        from metaauto.loading import load
+        from metaauto.downstream.loading import load
 
         return load
     raise AttributeError(f"module 'metaauto' has no attribute {name!r}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "metaauto" / "dashboard_app.py"
+APP = REPO / "metaauto" / "dashboard" / "app.py"
 MODEL = f"omniglot-dash-{uuid.uuid4().hex[:6]}"
 CHROMIUM = "/usr/bin/chromium"
 RENDERED = {
@@ -72,7 +72,7 @@ def filled(client, data_dir, single_thread):
 
 
 def test_leaderboard_reads_champion_metrics_baselines_and_anchors(filled, client):
-    from metaauto import dashboard as data
+    from metaauto.dashboard import data
 
     board = data.leaderboard(client)
     row = board[board["model"] == MODEL].iloc[0]
@@ -91,7 +91,7 @@ def test_leaderboard_reads_champion_metrics_baselines_and_anchors(filled, client
 
 
 def test_study_helpers_follow_the_storage(filled):
-    from metaauto import dashboard as data
+    from metaauto.dashboard import data
 
     assert filled in data.study_names()
     study = data.load_study(filled)
@@ -110,8 +110,8 @@ def test_study_helpers_follow_the_storage(filled):
 
 
 def test_draw_episode_and_csv_predictions_use_the_champion(filled, data_dir):
-    from metaauto import dashboard as data
-    from metaauto.loading import load
+    from metaauto.dashboard import data
+    from metaauto.downstream.loading import load
 
     model = load(data.champion_uri(MODEL))
     episode = data.draw_episode(model, seed=3, data_dir=data_dir)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from metaauto import servers
+from metaauto.platform import servers
 from metaauto.config import home_dir
 from _prefect_support import read_artifacts
 

@@ -17,7 +17,7 @@ from metaauto.evaluation.clinical import (
     meta_train_learner,
 )
 from metaauto.tasks.heart_disease import SITES, HeartDiseaseCollection
-from metaauto.tasks.registry import load_collection
+from metaauto.tasks.catalog import load_collection
 
 
 @pytest.fixture(scope="module")

@@ -189,7 +189,7 @@ def test_task_workers_run_a_module_of_the_image_and_share_the_task_run_storage(c
     (task workers) must mount the same volume there, and the modules must be in the image."""
     import typer.main
 
-    from metaauto import stack
+    from metaauto.platform import stack
     from metaauto.cli import app
 
     services, dockerfile = compose["services"], (INFRA / "Dockerfile").read_text()

@@ -25,7 +25,7 @@ from metaauto.evaluation.recsys import (
 )
 from metaauto.learners import learner_defaults, make_learner
 from metaauto.tasks.movielens import MovieLensCollection
-from metaauto.tasks.registry import load_collection
+from metaauto.tasks.catalog import load_collection
 
 
 def write_movielens(directory, users=30, items=40, per_user=25, seed=0, tags=True):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import _mlflow_support as support
-from metaauto.registry import CHAMPION, PREVIOUS, TAG, RegistryError, paired_test, promote, register, registry_lock, rollback
+from metaauto.tracking.promotion import CHAMPION, PREVIOUS, TAG, RegistryError, paired_test, promote, register, registry_lock, rollback
 
 
 @pytest.fixture(scope="module")

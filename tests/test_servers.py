@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from typer.testing import CliRunner
 
-from metaauto import servers
+from metaauto.platform import servers
 from metaauto.cli import app
 from metaauto.tracking.store import mlflow_dir
 

@@ -25,9 +25,9 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from metaauto import stack
+from metaauto.platform import stack
 from metaauto.cli import app
-from metaauto.servers import _alive, free_port, port_free
+from metaauto.platform.servers import _alive, free_port, port_free
 
 POSTGRES = os.environ.get("METAAUTO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ALGORITHMS = ["fomaml", "reptile", "anil"]

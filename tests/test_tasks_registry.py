@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import metaauto.tasks.registry as registry
+import metaauto.tasks.catalog as registry
 from metaauto.errors import CollectionError
 from metaauto.tasks import (
     SinusoidCollection,

@@ -225,7 +225,7 @@ def meta_train_learner(
     from metaauto.engine import TrainConfig, meta_train
     from metaauto.learners import make_learner
     from metaauto.learners.metric import MetricLearner
-    from metaauto.learners.registry import LEARNERS
+    from metaauto.learners.catalog import LEARNERS
 
     torch.manual_seed(seed)
     metric = issubclass(LEARNERS[learner], MetricLearner) if learner in LEARNERS else False

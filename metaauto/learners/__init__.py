@@ -3,7 +3,7 @@
 from metaauto.learners.base import EpisodeOutput, Learner
 from metaauto.learners.gradient import ANIL, FOMAML, GradientLearner, MetaSGD, Reptile
 from metaauto.learners.metric import MatchingNet, MetricLearner, ProtoNet, RelationNet
-from metaauto.learners.registry import LEARNERS, available_learners, learner_defaults, make_learner
+from metaauto.learners.catalog import LEARNERS, available_learners, learner_defaults, make_learner
 from metaauto.learners.serialization import load_learner, read_learner_info, save_learner
 
 __all__ = [

@@ -22,7 +22,7 @@ from torch import nn
 from metaauto.backbones import make_backbone
 from metaauto.errors import LearnerError
 from metaauto.learners.base import Learner
-from metaauto.learners.registry import make_learner
+from metaauto.learners.catalog import make_learner
 
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "learner.json"

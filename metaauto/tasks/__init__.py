@@ -3,7 +3,7 @@
 from metaauto.tasks.base import PooledData, SplitSummary, TaskCollection
 from metaauto.tasks.batch import TaskBatch
 from metaauto.tasks.omniglot import OmniglotCollection
-from metaauto.tasks.registry import available_collections, load_collection, register_collection
+from metaauto.tasks.catalog import available_collections, load_collection, register_collection
 from metaauto.tasks.sinusoid import SinusoidCollection
 from metaauto.tasks.table import TableCollection
 

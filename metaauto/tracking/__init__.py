@@ -3,7 +3,7 @@
 Everything goes through :class:`~mlflow.MlflowClient` with explicit run ids (:class:`TrackedRun`), so
 tracking works from threads, Prefect tasks and parallel Optuna trials. The store is
 ``MLFLOW_TRACKING_URI`` or, by default, ``sqlite:///<METAAUTO_HOME>/mlflow/mlflow.db``
-(:func:`tracking_uri`). Names are imported on first use: ``metaauto.registry`` and this package import
+(:func:`tracking_uri`). Names are imported on first use: ``metaauto.tracking.promotion`` and this package import
 each other's modules, and importing MLflow's model machinery is slow.
 """
 

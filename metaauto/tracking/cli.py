@@ -1,68 +1,7 @@
-"""Registry commands for the ``metaauto`` CLI (wired into :mod:`metaauto.cli`).
+"""Transitional: ``tracking_summary`` moved to :mod:`metaauto.tracking.summary` and the typer commands to
+:mod:`metaauto.cli.models`. ``metaauto.search.study`` and ``flows/evaluate.py`` still import it from here
+until the search branch of issue 13 lands; delete this module then."""
 
-``metaauto rollback NAME`` gives ``champion`` back to the ``previous`` version;
-``metaauto promote NAME VERSION`` re-runs the promotion test for a registered version by hand;
-``metaauto train ... --register NAME`` registers and promotes through :func:`metaauto.tracking.train_tracked`.
-"""
+from metaauto.tracking.summary import tracking_summary
 
-from __future__ import annotations
-
-from typing import Optional
-
-import typer
-
-TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under $METAAUTO_HOME/mlflow)."
-
-
-def _client(tracking_uri: Optional[str]):  # noqa: ANN202
-    from metaauto.tracking.store import get_client
-
-    return get_client(tracking_uri)
-
-
-def rollback(
-    name: str = typer.Argument(..., help="Registered model name."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_URI_HELP),
-) -> None:
-    """Move the champion alias back to the previous champion."""
-    from metaauto.registry import rollback as do_rollback
-
-    result = do_rollback(name, client=_client(tracking_uri))
-    after = f"v{result.previous}" if result.previous else "none"
-    typer.echo(f"{name}: champion v{result.demoted} -> v{result.champion}; previous -> {after}")
-
-
-def promote(
-    name: str = typer.Argument(..., help="Registered model name."),
-    version: str = typer.Argument(..., help="Version to promote if it beats the champion."),
-    margin: float = typer.Option(0.0, help="Minimum mean improvement per task (accuracy points as fractions, or MSE)."),
-    alpha: float = typer.Option(0.05, help="Significance level of the one-sided paired test."),
-    test: str = typer.Option("wilcoxon", help="Paired test: wilcoxon or ttest."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_URI_HELP),
-) -> None:
-    """Promote VERSION to champion if it is measurably better on the same meta-test episodes."""
-    from metaauto.registry import promote as do_promote
-
-    decision = do_promote(name, version, client=_client(tracking_uri), margin=margin, alpha=alpha, test=test)
-    typer.echo(decision.describe())
-    if not decision.promoted:
-        raise typer.Exit(1)
-
-
-def tracking_summary(tracked: "object") -> dict:
-    """JSON-ready account of a tracked run, for ``metaauto train``'s report (``--json`` included)."""
-    from metaauto.tracking.store import tracking_uri
-
-    summary = {"tracking_uri": tracking_uri(), "run_id": tracked.run_id, "model_uri": tracked.model_uri}
-    report = tracked.report
-    summary["meta_test"] = {
-        "metric": report["metric"],
-        "tasks": report["episodes"]["tasks"],
-        tracked.report["learner"]["name"]: {"mean": report["learner"]["mean"], "ci95": report["learner"]["ci95"]},
-        **{name: {"mean": r["mean"], "ci95": r["ci95"]} for name, r in report["baselines"].items()},
-    }
-    if tracked.version is not None:
-        summary["registered"] = {"name": tracked.version.name, "version": tracked.version.version}
-    if tracked.decision is not None:
-        summary["promotion"] = {**tracked.decision.to_dict(), "description": tracked.decision.describe()}
-    return summary
+__all__ = ["tracking_summary"]

@@ -2,11 +2,11 @@
 
 MLflow copies this file into every logged model and runs it on load; it names the model class instead
 of pickling an instance. The class reads the learner's safetensors weights and JSON config from the
-model's ``learner`` artifact (see :class:`metaauto.serving.MetaLearnerPyfunc`).
+model's ``learner`` artifact (see :class:`metaauto.downstream.pyfunc.MetaLearnerPyfunc`).
 """
 
 import mlflow
 
-from metaauto.serving import MetaLearnerPyfunc
+from metaauto.downstream.pyfunc import MetaLearnerPyfunc
 
 mlflow.models.set_model(MetaLearnerPyfunc())

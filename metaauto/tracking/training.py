@@ -40,7 +40,7 @@ from metaauto.engine.device import resolve_device
 from metaauto.engine.training import TrainResult, meta_train
 from metaauto.evaluation import PretrainBaseline, ScratchBaseline, adaptation_curve, compare, evaluate
 from metaauto.learners import Learner
-from metaauto.registry import REPORT_ARTIFACT, PromotionDecision, promote, register
+from metaauto.tracking.promotion import REPORT_ARTIFACT, PromotionDecision, promote, register
 from metaauto.tracking import figures
 from metaauto.tracking.callback import MlflowCallback
 from metaauto.tracking.model import LoggedMetaModel, log_meta_model, save_meta_model
@@ -219,7 +219,7 @@ def evaluate_run(
 
 def _rescorer(collection: Any, client: MlflowClient, evaluation: EvalSettings) -> Any:
     """Score another registered version on given episodes of ``collection`` (for paired promotion)."""
-    from metaauto.loading import load
+    from metaauto.downstream.loading import load
 
     def rescore(version: ModelVersion, episodes: dict[str, Any]) -> list[float]:
         if episodes["fingerprint"] != collection.fingerprint:
@@ -252,7 +252,7 @@ def train_tracked(
     """Meta-train ``learner`` on ``collection`` inside an MLflow run and log everything listed above.
 
     With ``register_as=NAME`` the run's model becomes a new version of NAME and, with
-    ``promote_champion``, is promoted if it beats the champion (:func:`metaauto.registry.promote`).
+    ``promote_champion``, is promoted if it beats the champion (:func:`metaauto.tracking.promotion.promote`).
     ``output_dir`` also keeps the saved learner on disk. The run ends ``FINISHED``; any exception
     (from training, a callback, evaluation or the registry) ends it ``FAILED`` and propagates.
     """

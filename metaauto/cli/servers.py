@@ -1,6 +1,6 @@
 """``metaauto server start|stop|status`` and ``metaauto serve``: the Prefect UI as the front door.
 
-``server`` manages the two local servers (:mod:`metaauto.servers`); ``serve`` registers every flow in
+``server`` manages the two local servers (:mod:`metaauto.platform.servers`); ``serve`` registers every flow in
 ``flows/`` as a deployment on the Prefect server and runs them until interrupted, so runs started from
 the UI (or on the nightly schedule) execute in this process's environment.
 """
@@ -12,8 +12,8 @@ from typing import Any, Optional
 
 import typer
 
-from metaauto import servers
-from metaauto.cli_errors import friendly_errors as friendly
+from metaauto.platform import servers
+from metaauto.cli.errors import friendly_errors as friendly
 from metaauto.errors import MetaautoError
 
 server_app = typer.Typer(

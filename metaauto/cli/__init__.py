@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 import torch
 import typer
 
-from metaauto.cli_errors import friendly_errors
+from metaauto.cli.errors import friendly_errors
 from metaauto.config import home_dir
 from metaauto.errors import CollectionError, LearnerError
 
@@ -177,7 +177,7 @@ def train(
     report = {k: v for k, v in summary.items() if k != "history"}
     report["validation"] = summary["history"]["val"]
     if tracked is not None:
-        from metaauto.tracking.cli import tracking_summary
+        from metaauto.tracking.summary import tracking_summary
 
         report["mlflow"] = tracking_summary(tracked)
     emit(report, json_output, _print_train)
@@ -414,9 +414,11 @@ def dashboard(
     storage: Optional[str] = typer.Option(None, help="Optuna storage for the study explorer (default METAAUTO_SEARCH_STORAGE, else the project's SQLite)."),
 ) -> None:
     """Open the web dashboard: leaderboard, study explorer, try a champion (reads MLflow and the Optuna storage)."""
-    from metaauto.dashboard import STORAGE_ENV
+    import importlib.util
 
-    app_file = Path(__file__).resolve().parent / "dashboard_app.py"
+    from metaauto.dashboard.data import STORAGE_ENV
+
+    app_file = importlib.util.find_spec("metaauto.dashboard.app").origin
     env = dict(os.environ)
     if storage:
         env[STORAGE_ENV] = storage
@@ -429,7 +431,7 @@ def dashboard(
 
 
 def _register_tracking_commands() -> None:
-    from metaauto.tracking.cli import promote, rollback
+    from metaauto.cli.models import promote, rollback
 
     app.command("rollback")(friendly_errors(rollback))
     app.command("promote")(friendly_errors(promote))
@@ -439,7 +441,7 @@ _register_tracking_commands()
 
 
 def _register_pipeline_command() -> None:
-    from metaauto.cli_pipeline import pipeline
+    from metaauto.cli.pipeline import pipeline
 
     app.command("pipeline")(friendly_errors(pipeline))
 
@@ -448,7 +450,7 @@ _register_pipeline_command()
 
 
 def _register_server_commands() -> None:
-    from metaauto.cli_servers import register
+    from metaauto.cli.servers import register
 
     register(app)
 
@@ -457,7 +459,7 @@ _register_server_commands()
 
 
 def _register_stack_commands() -> None:
-    from metaauto.cli_stack import register
+    from metaauto.cli.stack import register
 
     register(app)
 

@@ -201,8 +201,8 @@ class MetaModel:
     # -- the public entry point ------------------------------------------------------------------
 
     def adapt(self, X_support: Any, y_support: Sequence[Any], inner_steps: int | None = None) -> Any:
-        """A fitted :class:`~metaauto.sklearn.FewShotClassifier` (or ``Regressor``) for this task."""
-        from metaauto.sklearn import FewShotClassifier, FewShotRegressor
+        """A fitted :class:`~metaauto.downstream.sklearn.FewShotClassifier` (or ``Regressor``) for this task."""
+        from metaauto.downstream.sklearn import FewShotClassifier, FewShotRegressor
 
         estimator = FewShotClassifier if self.task_type == "classification" else FewShotRegressor
         return estimator(model=self, inner_steps=inner_steps).fit(X_support, y_support)

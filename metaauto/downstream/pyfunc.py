@@ -38,7 +38,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import AnyType, Map
 
-from metaauto.loading import LEARNER_ARTIFACT, MetaModel, ModelInputError
+from metaauto.downstream.loading import LEARNER_ARTIFACT, MetaModel, ModelInputError
 from metaauto.tasks.batch import TaskBatch
 
 TASK = "task"

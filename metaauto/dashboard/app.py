@@ -13,7 +13,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from metaauto import dashboard as data
+from metaauto.dashboard import data
 from metaauto.errors import MetaautoError
 from metaauto.search.storage import redact
 from metaauto.tracking.store import get_client, tracking_uri
@@ -84,7 +84,7 @@ def studies_page() -> None:
 
 @st.cache_resource(show_spinner=False)
 def _load(uri: str):  # noqa: ANN202 - a MetaModel, cached across reruns
-    from metaauto.loading import load
+    from metaauto.downstream.loading import load
 
     return load(uri, tracking_uri=tracking_uri())
 

@@ -1,6 +1,6 @@
 """The local scale-out stack: MLflow and Prefect on PostgreSQL, long-lived task workers, a process work pool.
 
-``metaauto server`` (:mod:`metaauto.servers`) runs the two servers on SQLite for one user on one machine.
+``metaauto server`` (:mod:`metaauto.platform.servers`) runs the two servers on SQLite for one user on one machine.
 The stack is what several processes -- and several machines -- share: every store is a PostgreSQL
 database, so MLflow's tracking store, Prefect's orchestration database and the Optuna study all accept
 concurrent writers, and a worker on another machine needs nothing but three URLs:
@@ -11,7 +11,7 @@ concurrent writers, and a worker on another machine needs nothing but three URLs
 * ``METAAUTO_SEARCH_STORAGE``: the Optuna storage the workers join.
 
 ``stack up`` creates the databases when missing, starts both servers detached (their own process groups,
-as :mod:`metaauto.servers` does), and then two kinds of workers:
+as :mod:`metaauto.platform.servers` does), and then two kinds of workers:
 
 * ``workers`` **task workers** (``python -m flows.task_worker``): long-lived Prefect task workers serving
   the ``search-worker`` task. ``search-learners`` with ``workers > 0`` (and the default
@@ -52,7 +52,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse, urlunparse
 
 from metaauto.config import home_dir
-from metaauto.servers import (
+from metaauto.platform.servers import (
     DEFAULT_HOST,
     ServerError,
     ServerInfo,

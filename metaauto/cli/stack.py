@@ -1,4 +1,4 @@
-"""``metaauto stack up|down|status|env|add-workers|worker``: the PostgreSQL-backed scale-out stack (:mod:`metaauto.stack`)."""
+"""``metaauto stack up|down|status|env|add-workers|worker``: the PostgreSQL-backed scale-out stack (:mod:`metaauto.platform.stack`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Optional
 
 import typer
 
-from metaauto import stack
-from metaauto.cli_errors import friendly_errors as friendly
-from metaauto.servers import DEFAULT_HOST
+from metaauto.platform import stack
+from metaauto.cli.errors import friendly_errors as friendly
+from metaauto.platform.servers import DEFAULT_HOST
 
 stack_app = typer.Typer(
     name="stack",

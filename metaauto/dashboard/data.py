@@ -1,6 +1,6 @@
 """Data behind ``metaauto dashboard``: plain functions over MLflow and the Optuna storage.
 
-The Streamlit app (:mod:`metaauto.dashboard_app`) only lays these out; everything it shows is computed
+The Streamlit app (:mod:`metaauto.dashboard.app`) only lays these out; everything it shows is computed
 here, so it is testable without a browser and the same numbers are available from Python. Nothing here
 writes to either store.
 """
@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from metaauto.errors import MetaautoError
-from metaauto.registry import CHAMPION, PREVIOUS
+from metaauto.tracking.promotion import CHAMPION, PREVIOUS
 
 #: environment variable naming the Optuna storage the study explorer reads (default: the project's SQLite)
 STORAGE_ENV = "METAAUTO_SEARCH_STORAGE"
@@ -313,7 +313,7 @@ def draw_episode(model: Any, *, seed: int = 0, queries: int = 2, split: str = "t
 
 def example_frame(model: Any, *, seed: int = 0, data_dir: Any = None) -> pd.DataFrame:
     """A one-task request in the serving schema from the model's collection (the CSV template to download)."""
-    from metaauto.serving import episode_frame
+    from metaauto.downstream.pyfunc import episode_frame
     from metaauto.tasks import load_collection
 
     spec = model.spec
@@ -325,7 +325,7 @@ def example_frame(model: Any, *, seed: int = 0, data_dir: Any = None) -> pd.Data
 
 def predict_csv(model: Any, frame: pd.DataFrame) -> pd.DataFrame:
     """Adapt to each task of an uploaded request (support rows labelled, query rows not) and predict."""
-    from metaauto.serving import predict_frame
+    from metaauto.downstream.pyfunc import predict_frame
 
     return predict_frame(model, frame)
 

@@ -7,7 +7,7 @@ are a deterministic function of the support set and the query rows). Parameters 
 by ``__init__`` and the model is loaded in ``fit``, so the estimators clone, grid-search, cross-validate
 and sit in pipelines like any other::
 
-    from metaauto.sklearn import FewShotClassifier
+    from metaauto.downstream.sklearn import FewShotClassifier
     clf = FewShotClassifier(model_uri="models:/omniglot-5w1s@champion").fit(X_support, y_support)
     clf.predict(X_query)
 
@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from metaauto.loading import MetaModel, ModelInputError
+from metaauto.downstream.loading import MetaModel, ModelInputError
 
 _CACHE: dict[tuple[str, str], MetaModel] = {}
 _CACHE_LOCK = threading.Lock()
@@ -98,7 +98,7 @@ class FewShotClassifier(ClassifierMixin, _FewShotBase):
     inner_steps:
         Adaptation steps of gradient-based learners (default: the learner's evaluation setting).
     model:
-        An already loaded :class:`~metaauto.loading.MetaModel`, instead of ``model_uri``.
+        An already loaded :class:`~metaauto.downstream.loading.MetaModel`, instead of ``model_uri``.
     tracking_uri:
         MLflow store to resolve ``model_uri`` against (default: ``MLFLOW_TRACKING_URI`` or metaauto's).
 
@@ -106,7 +106,7 @@ class FewShotClassifier(ClassifierMixin, _FewShotBase):
     ----------
     classes_ : ndarray of the support labels, sorted.
     n_features_in_ : int
-    meta_model_ : the :class:`~metaauto.loading.MetaModel` in use.
+    meta_model_ : the :class:`~metaauto.downstream.loading.MetaModel` in use.
     """
 
     _task_type = "classification"

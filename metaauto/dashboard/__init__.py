@@ -1,0 +1,1 @@
+"""``metaauto dashboard``: the data (:mod:`metaauto.dashboard.data`) and the Streamlit app (:mod:`metaauto.dashboard.app`)."""
