@@ -5,7 +5,8 @@ from metaauto.engine.checkpoint import load_checkpoint, save_checkpoint
 from metaauto.engine.config import TrainConfig, derive_seed
 from metaauto.engine.device import Precision, resolve_device, resolve_precision
 from metaauto.engine.history import History, StepRecord, ValidationRecord
-from metaauto.engine.training import TrainResult, meta_train
+from metaauto.engine.result import TrainResult
+from metaauto.engine.training import meta_train
 
 __all__ = [
     "Callback",

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from metaauto.engine.config import TrainConfig
 from metaauto.engine.history import History, StepRecord, ValidationRecord
-
-if TYPE_CHECKING:
-    from metaauto.engine.training import TrainResult
+from metaauto.engine.result import TrainResult
 
 
 @dataclass
@@ -55,7 +53,7 @@ class Callback:
     def on_validation(self, run: RunState, record: ValidationRecord) -> None:
         """Called after each validation; ``run.best_*`` already account for it."""
 
-    def on_train_end(self, run: RunState, result: "TrainResult") -> None:
+    def on_train_end(self, run: RunState, result: TrainResult) -> None:
         """Called once when training finishes without an exception."""
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
@@ -23,55 +22,14 @@ from metaauto.engine.config import TRAIN_STREAM, VAL_STREAM, TrainConfig, derive
 from metaauto.engine.device import Precision, forked_rng, resolve_device, resolve_precision, rng_state, set_rng_state
 from metaauto.engine.history import History, StepRecord, ValidationRecord
 from metaauto.engine.inference import score_episodes
+from metaauto.engine.result import TrainResult
+from metaauto.engine.stats import mean_ci95
 from metaauto.errors import DivergenceError, TrainingError
-from metaauto.evaluation.metrics import mean_ci95
 from metaauto.runtime import tune_cpu_allocator
 
 # Seed stream for torch's own generators during training (dropout, random heads), distinct from the
 # episode streams.
 _TORCH_STREAM = 2
-
-
-@dataclass
-class TrainResult:
-    """The outcome of :func:`meta_train`.
-
-    ``learner`` is the trained learner itself (updated in place); when validation ran, it holds the
-    weights of ``best_step``. ``stop_reason`` is ``"completed"``, ``"early_stopping"`` or the reason a
-    callback gave to :meth:`RunState.request_stop`.
-    """
-
-    learner: Any
-    config: TrainConfig
-    history: History
-    final_step: int
-    best_step: int | None
-    best_value: float | None
-    stop_reason: str
-    resumed_from: int | None
-    device: str
-    precision: str
-    digest: str
-    wall_time_s: float
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-serialisable account of the run (config, history, best validation, timings)."""
-        return {
-            "config": self.config.to_dict(),
-            "learner": getattr(self.learner, "name", type(self.learner).__name__),
-            "learner_hparams": self.learner.hparams() if hasattr(self.learner, "hparams") else {},
-            "metric": self.history.metric,
-            "final_step": self.final_step,
-            "best_step": self.best_step,
-            "best_value": self.best_value,
-            "stop_reason": self.stop_reason,
-            "resumed_from": self.resumed_from,
-            "device": self.device,
-            "precision": self.precision,
-            "digest": self.digest,
-            "wall_time_s": self.wall_time_s,
-            "history": self.history.to_dict(),
-        }
 
 
 def _make_optimizer(config: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -3,28 +3,19 @@
 Papers report the mean over ``n`` meta-test tasks with a 95% confidence interval of
 ``1.96 * std / sqrt(n)`` (normal approximation). ``std`` is the population standard deviation
 (``numpy.std`` defaults, ``ddof=0``), as in the reference implementations of MAML and Prototypical
-Networks, so that numbers produced here are comparable to theirs.
+Networks, so that numbers produced here are comparable to theirs. :func:`mean_ci95` itself lives in
+:mod:`metaauto.engine.stats` (training validates with it; the engine imports nothing from evaluation).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 
-Z_95 = 1.96
+from metaauto.engine.stats import Z_95, mean_ci95
 
-
-def mean_ci95(values: torch.Tensor | Sequence[float]) -> tuple[float, float]:
-    """``(mean, half-width of the 95% confidence interval)`` of per-task values."""
-    tensor = torch.as_tensor(values, dtype=torch.float64).flatten()
-    n = tensor.numel()
-    if n == 0:
-        raise ValueError("mean_ci95 needs at least one value")
-    mean = tensor.mean().item()
-    std = tensor.std(correction=0).item()
-    return mean, Z_95 * std / math.sqrt(n)
+__all__ = ["Z_95", "mean_ci95", "paired_difference"]
 
 
 def paired_difference(a: torch.Tensor | Sequence[float], b: torch.Tensor | Sequence[float]) -> tuple[float, float]:

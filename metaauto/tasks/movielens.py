@@ -253,7 +253,7 @@ def build_features(
         for i, tag in enumerate(vocabulary):
             feats[f"f_tag{i}_{re.sub(r'[^a-z0-9]+', '_', tag)[:20]}"] = np.log1p(counts[tag].to_numpy())
     if item_factors > 0:
-        from metaauto.evaluation.recsys import MatrixFactorization  # the same model as the MF fold-in baseline
+        from metaauto.tasks.factorization import MatrixFactorization  # the same model as the MF fold-in baseline
 
         item_codes = np.searchsorted(items, train["movieId"].to_numpy())
         mf = MatrixFactorization(rank=item_factors, seed=seed).fit(
