@@ -13,7 +13,7 @@ import pytest
 import requests
 
 import _mlflow_support as support
-import metaauto.downstream.loading
+import metaauto
 from metaauto.downstream.pyfunc import episode_frame
 
 NAME = "served-omniglot"
@@ -67,7 +67,7 @@ def scoring(server: str, registered, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def request_frame(server: str, registered, data_dir: Path) -> pd.DataFrame:
-    model = metaauto.downstream.loading.load(f"models:/{NAME}@champion", tracking_uri=server)
+    model = metaauto.load(f"models:/{NAME}@champion", tracking_uri=server)
     batch = support.omniglot(str(data_dir)).sample("test", 5, 1, 3, tasks=2, seed=7)
     return episode_frame(model, batch, tasks=2)
 
@@ -91,7 +91,7 @@ def test_server_run_holds_the_model_and_metrics(server: str, registered) -> None
 def test_loaded_from_the_server_matches_local_prediction(server: str, request_frame: pd.DataFrame) -> None:
     from metaauto.downstream.pyfunc import predict_frame
 
-    model = metaauto.downstream.loading.load(f"models:/{NAME}/1", tracking_uri=server)
+    model = metaauto.load(f"models:/{NAME}/1", tracking_uri=server)
     out = predict_frame(model, request_frame)
     assert len(out) == 2 * 15 and set(out["task"]) == {"task-0", "task-1"}
     assert out["prediction"].isin([f"class_{k}" for k in range(5)]).all()

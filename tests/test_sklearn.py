@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 import _mlflow_support as support
-import metaauto.downstream.loading
+import metaauto
 from metaauto.tracking.promotion import promote, register
 from metaauto.downstream.sklearn import FewShotClassifier, FewShotRegressor
 
@@ -42,7 +42,7 @@ def episode(data_dir: Path):
 
 def test_load_adapts_on_a_meta_test_episode_and_beats_chance(champion_uri, episode) -> None:
     X_s, y_s, X_q, y_q = episode
-    model = metaauto.downstream.loading.load(champion_uri)
+    model = metaauto.load(champion_uri)
     assert model.learner.name == "protonet" and model.n_features_in == 784
     clf = model.adapt(X_s, y_s)
     assert list(clf.classes_) == sorted(set(y_s))
@@ -56,9 +56,9 @@ def test_runs_uri_and_local_directory_load_the_same_model(data_dir: Path, episod
 
     strong = support.strong(str(data_dir))
     X_s, y_s, X_q, _ = episode
-    by_run = metaauto.downstream.loading.load(strong.model.run_uri).adapt(X_s, y_s).predict_proba(X_q)
+    by_run = metaauto.load(strong.model.run_uri).adapt(X_s, y_s).predict_proba(X_q)
     local = download_model(strong.model.run_uri, dst=tmp_path)
-    by_dir = metaauto.downstream.loading.load(local).adapt(X_s, y_s).predict_proba(X_q)
+    by_dir = metaauto.load(local).adapt(X_s, y_s).predict_proba(X_q)
     np.testing.assert_allclose(by_run, by_dir, rtol=1e-5, atol=1e-6)
 
 

@@ -38,7 +38,8 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import AnyType, Map
 
-from metaauto.downstream.loading import LEARNER_ARTIFACT, MetaModel, ModelInputError
+from metaauto.downstream.sklearn import MetaModel
+from metaauto.downstream.spec import LEARNER_ARTIFACT, ModelInputError
 from metaauto.tasks.batch import TaskBatch
 
 TASK = "task"

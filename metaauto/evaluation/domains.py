@@ -355,7 +355,7 @@ def transfer_report(learner: Any, collection: Any, *, shots: int, split: str = "
     """The domain's report for ``learner`` adapted to ``collection`` at K=``shots``.
 
     ``tasks`` is the number of users (MovieLens; ``None``: all) or of support draws (heart disease;
-    ``None``: 100). ``model`` (a :class:`~metaauto.downstream.loading.MetaModel`) enables the preparation check
+    ``None``: 100). ``model`` (a :class:`~metaauto.downstream.sklearn.MetaModel`) enables the preparation check
     of :func:`check_same_preparation`. ``options`` go to :func:`movielens_report` or
     :func:`heart_disease_report`. A collection of neither domain is a :class:`DomainTransferError`.
     """

@@ -26,8 +26,9 @@ from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.models import Model, ModelSignature
 
 from metaauto.learners import Learner, save_learner
-from metaauto.downstream.loading import IO_KEY, LEARNER_ARTIFACT, InputSpec, MetaModel
 from metaauto.downstream.pyfunc import episode_frame, input_schema, output_schema
+from metaauto.downstream.sklearn import MetaModel
+from metaauto.downstream.spec import IO_KEY, LEARNER_ARTIFACT, InputSpec
 from metaauto.tracking.run import TrackedRun
 
 MODEL_CODE = Path(__file__).with_name("model_code.py")
