@@ -3,8 +3,13 @@
 Everything goes through :class:`~mlflow.MlflowClient` with explicit run ids (:class:`TrackedRun`), so
 tracking works from threads, Prefect tasks and parallel Optuna trials. The store is
 ``MLFLOW_TRACKING_URI`` or, by default, ``sqlite:///<METAAUTO_HOME>/mlflow/mlflow.db``
-(:func:`tracking_uri`). Names are imported on first use: ``metaauto.tracking.promotion`` and this package import
-each other's modules, and importing MLflow's model machinery is slow.
+(:func:`tracking_uri`). Registered versions are promoted and rolled back by evidence in
+:mod:`metaauto.tracking.promotion`.
+
+Names are imported on first use only because importing MLflow's model machinery (and PyTorch, through
+the training module) is slow: ``from metaauto.tracking import tracking_uri`` stays light. (The lazy
+exports once also kept MLflow promotion, then a top-level module importing this package, out of an
+import cycle; inside the package it imports :mod:`~metaauto.tracking.store` directly and no cycle is left.)
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ _EXPORTS = {
     "LoggedMetaModel": "metaauto.tracking.model",
     "log_meta_model": "metaauto.tracking.model",
     "save_meta_model": "metaauto.tracking.model",
+    "PromotionDecision": "metaauto.tracking.promotion",
+    "promote": "metaauto.tracking.promotion",
+    "rollback": "metaauto.tracking.promotion",
     "EvalSettings": "metaauto.tracking.training",
     "TrackedTraining": "metaauto.tracking.training",
     "train_tracked": "metaauto.tracking.training",

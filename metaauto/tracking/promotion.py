@@ -15,6 +15,9 @@ model ``NAME.lock`` whose creation is atomic in every MLflow store (a unique nam
 threads, processes and machines sharing a tracking server; a lock left behind by a killed process is
 broken after ``stale_after`` seconds. Under the lock the champion is re-read, compared and moved, so two
 racing promotions behave as if they ran one after the other.
+
+(Slightly over 400 lines: the lock, the evidence, the decision and the rollback are one protocol on one
+registered model, and read best together.)
 """
 
 from __future__ import annotations
