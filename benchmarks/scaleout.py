@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     state = stack.up(workers=0 if deployment else 2, pool_workers=2 if deployment else 0, postgres=args.postgres, prefix=prefix, prefect_port=free_port(),
                      mlflow_port=free_port())
     up_seconds = time.perf_counter() - t0
-    print(f"stack up in {up_seconds:.1f}s: Prefect {state.prefect['url']}, MLflow {state.mlflow_url}, "
+    print(f"stack up in {up_seconds:.1f}s: Prefect {state.prefect.url}, MLflow {state.mlflow_url}, "
           f"2 {'process' if deployment else 'task'} workers", flush=True)
-    storage_url = state.settings["optuna_db"]
+    storage_url = state.settings.optuna_db
     storage = open_storage(storage_url)
     val_every = max(1, args.max_steps // 2)
     runs: dict[str, list[dict[str, Any]]] = {"direct": [], **{f"stack-{w}": [] for w in args.workers}}

@@ -21,6 +21,13 @@ def home_dir() -> Path:
     return path
 
 
+def home_subdir(*parts: str) -> Path:
+    """``<home>/<parts...>`` (the servers', the stack's, the search's ...); created on first use."""
+    path = home_dir().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def cache_dir() -> Path:
     """Decoded datasets and other derived files that can be rebuilt from their sources.
 

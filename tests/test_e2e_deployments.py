@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from metaauto.platform import servers
+from metaauto.platform.process import tree_alive
 from metaauto.config import home_dir
 from _prefect_support import read_artifacts
 
@@ -74,7 +75,7 @@ def stack(data_dir):
         stopped = servers.stop()
         assert stopped == {"prefect": True, "mlflow": True}
         for pid in pids:
-            assert not servers._group_alive(pid), f"process group {pid} still running after stop"
+            assert not tree_alive(pid), f"process group {pid} still running after stop"
         assert servers.port_free("127.0.0.1", started["prefect"].port)
         assert servers.port_free("127.0.0.1", started["mlflow"].port)
 

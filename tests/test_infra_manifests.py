@@ -189,14 +189,14 @@ def test_task_workers_run_a_module_of_the_image_and_share_the_task_run_storage(c
     (task workers) must mount the same volume there, and the modules must be in the image."""
     import typer.main
 
-    from metaauto.platform import stack
     from metaauto.cli import app
+    from metaauto.platform.workers import task_worker_command
 
     services, dockerfile = compose["services"], (INFRA / "Dockerfile").read_text()
     command = services["task-worker"]["command"]
     assert command[:3] == ["python", "-m", "flows.task_worker"]
     assert (REPO / "flows" / "task_worker.py").is_file() and "COPY flows ./flows" in dockerfile
-    assert command[1:] == stack.task_worker_command(1)[1:], "compose runs the task worker `metaauto stack up` runs"
+    assert command[1:] == task_worker_command(1)[1:], "compose runs the task worker `metaauto stack up` runs"
     home = _env_dicts(compose)["task-worker"]["METAAUTO_HOME"]
     mounts = {name: {v.split(":")[0] for v in services[name].get("volumes", []) if v.split(":")[1] == f"{home}/stack/task-runs"}
               for name in ("setup", "worker", "task-worker")}

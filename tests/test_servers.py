@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from metaauto.platform import servers
+from metaauto.platform.process import tree_alive
 from metaauto.cli import app
 from metaauto.tracking.store import mlflow_dir
 
@@ -42,7 +43,7 @@ def test_start_status_stop_on_free_ports():
     assert stopped.exit_code == 0, stopped.output
     assert "prefect: stopped" in stopped.output and "mlflow: stopped" in stopped.output
     for pid in pids:
-        assert not servers._group_alive(pid), f"process group {pid} survived `server stop`"
+        assert not tree_alive(pid), f"process group {pid} survived `server stop`"
     assert servers.port_free("127.0.0.1", prefect_port) and servers.port_free("127.0.0.1", mlflow_port)
 
     after = runner.invoke(app, ["server", "status"])

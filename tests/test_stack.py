@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from metaauto.platform import stack
 from metaauto.cli import app
-from metaauto.platform.servers import _alive, free_port, port_free
+from metaauto.platform.process import alive, free_port, port_free
 
 POSTGRES = os.environ.get("METAAUTO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ALGORITHMS = ["fomaml", "reptile", "anil"]
@@ -37,7 +37,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def up():
     try:
-        stack._connect(POSTGRES).close()
+        stack.connect(POSTGRES).close()
     except stack.StackError as exc:  # the test database is part of the environment
         pytest.fail(str(exc))
     saved = {k: os.environ.get(k) for k in ("METAAUTO_SEARCH_STORAGE", "OMP_NUM_THREADS", "MLFLOW_TRACKING_URI")}
@@ -73,21 +73,21 @@ def _params(name: str, trials: int, max_steps: int, **search):
 
     return (CollectionParams(collection="sinusoid", shots=5, queries=5),
             SearchParams(trials=trials, algorithms=ALGORITHMS, max_steps=max_steps, val_every=max_steps // 2, val_tasks=5,
-                         pruner="none", storage=stack.read_state().settings["optuna_db"], study_name=name, device="cpu",
+                         pruner="none", storage=stack.read_state().settings.optuna_db, study_name=name, device="cpu",
                          workers=2, warm_start=False, **search))  # exact counts: only the defaults are queued
 
 
 def _study(name: str) -> optuna.Study:
     from metaauto.search import open_storage
 
-    return optuna.load_study(study_name=name, storage=open_storage(stack.read_state().settings["optuna_db"]))
+    return optuna.load_study(study_name=name, storage=open_storage(stack.read_state().settings.optuna_db))
 
 
 def test_status_names_urls_stores_and_worker_pids(up):
     state = up["state"]
     text = runner.invoke(app, ["stack", "status"])
     assert text.exit_code == 0, text.output
-    assert f"Prefect: {state.prefect['url']}" in text.output and f"MLflow:  {state.mlflow_url}" in text.output
+    assert f"Prefect: {state.prefect.url}" in text.output and f"MLflow:  {state.mlflow_url}" in text.output
     assert f"export PREFECT_API_URL={state.prefect_api}" in text.output
     result = runner.invoke(app, ["stack", "status", "--json"])
     assert result.exit_code == 0, result.output
@@ -99,7 +99,7 @@ def test_status_names_urls_stores_and_worker_pids(up):
     assert status["stores"]["optuna_db"].endswith(f"/{up['prefix']}_optuna")
     assert status["deployment"] == "search-worker/scaleout"
     # every server binds loopback only
-    assert state.prefect["host"] == state.mlflow["host"] == "127.0.0.1"
+    assert state.prefect.host == state.mlflow.host == "127.0.0.1"
 
 
 def test_search_runs_on_two_workers_each_trial_once_and_the_champion_is_registered(up):
@@ -119,7 +119,7 @@ def test_search_runs_on_two_workers_each_trial_once_and_the_champion_is_register
     assert sorted(t.number for t in trials) == list(range(6))
     workers = {t.user_attrs[WORKER_ATTR] for t in trials}
     assert len(workers) == 2, f"both workers should have run trials: {workers}"
-    task_workers = {w["pid"] for w in up["state"].workers if w["kind"] == "tasks"}
+    task_workers = {w.pid for w in up["state"].workers if w.kind == "tasks"}
     assert {int(w.rsplit(":", 1)[1]) for w in workers} == task_workers, "the trials ran inside the long-lived task workers"
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "no two trials overlapped: the workers did not run in parallel"
@@ -150,15 +150,15 @@ def test_the_deployment_way_runs_the_search_in_a_flow_run_on_the_work_pool(up):
     data, search = _params(name, trials=3, max_steps=40, dispatch="deployment")
     summary = search_learners(data=data, search=search.model_copy(update={"workers": 1}), experiment="stack-test")
     assert summary["states"] == {"COMPLETE": 3}
-    pool_worker = next(w for w in up["state"].workers if w["kind"] == "pool")
+    pool_worker = next(w for w in up["state"].workers if w.kind == "pool")
     pids = {int(t.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]) for t in _study(name).get_trials()}
-    assert len(pids) == 1 and pids <= set(stack.descendants(pool_worker["pid"])), \
+    assert len(pids) == 1 and pids <= set(stack.descendants(pool_worker.pid)), \
         "the trials ran in a flow-run process the pool's worker started"
 
 
-def _worker_of(pid: int, state: stack.StackState) -> dict:
+def _worker_of(pid: int, state: stack.StackState) -> stack.WorkerInfo:
     for worker in state.workers:
-        if pid == worker["pid"] or pid in stack.descendants(worker["pid"]):
+        if pid == worker.pid or pid in stack.descendants(worker.pid):
             return worker
     raise AssertionError(f"trial process {pid} belongs to no stack worker")
 
@@ -179,8 +179,8 @@ def test_a_worker_killed_mid_trial_leaves_a_study_that_completes(up):
                 victim = trial
         time.sleep(0.3)
     worker = _worker_of(int(victim.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), state)
-    assert worker["kind"] == "tasks"
-    stack.kill_tree(worker["pid"], sig=signal.SIGKILL)  # the task worker, mid-trial
+    assert worker.kind == "tasks"
+    stack.kill_tree(worker.pid, sig=signal.SIGKILL)  # the task worker, mid-trial
 
     thread.join(timeout=180)
     assert not thread.is_alive(), "search-learners never returned after a worker died"
@@ -217,7 +217,7 @@ def test_a_search_whose_every_worker_died_fails_and_says_so(up):
     from metaauto.search.space import SearchError
 
     state = stack.read_state()
-    live = [w for w in state.workers if w["kind"] == "tasks" and _alive(w["pid"])]
+    live = [w for w in state.workers if w.kind == "tasks" and alive(w.pid)]
     assert len(live) == 1, "the previous test killed one of the two task workers"
     name = f"stack-dead-{uuid.uuid4().hex[:6]}"
     data, search = _params(name, trials=4, max_steps=400, heartbeat_interval=1, grace_period=3, stall_seconds=5)
@@ -258,9 +258,9 @@ def test_stack_down_leaves_nothing_running(up):
     result = runner.invoke(app, ["stack", "down"])
     assert result.exit_code == 0, result.output
     assert "prefect" in result.output and "mlflow" in result.output
-    left = [pid for pid in pids if _alive(pid)]
+    left = [pid for pid in pids if alive(pid)]
     assert not left, f"processes left after stack down: {left}"
-    assert port_free("127.0.0.1", state.prefect["port"]) and port_free("127.0.0.1", state.mlflow["port"])
+    assert port_free("127.0.0.1", state.prefect.port) and port_free("127.0.0.1", state.mlflow.port)
     after = runner.invoke(app, ["stack", "status"])
     assert after.exit_code == 1 and "not up" in after.output
 

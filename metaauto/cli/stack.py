@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
-from metaauto.platform import stack
+from metaauto.cli.choices import ChoiceCommand
 from metaauto.cli.errors import friendly_errors as friendly
+from metaauto.platform import stack, workers
 from metaauto.platform.servers import DEFAULT_HOST
 
 stack_app = typer.Typer(
@@ -112,49 +113,40 @@ def stack_configure(
     if not api:
         raise stack.StackError("set PREFECT_API_URL to the Prefect server to configure")
     deployment = stack.configure_prefect(api, pool, gpus, gpu_limit)
-    from flows.worker import TASK_STORAGE_BLOCK
-
-    typer.echo(f"configured {api}: pool {pool}, block {TASK_STORAGE_BLOCK} -> {stack.stack_dir() / 'task-runs'}, "
+    typer.echo(f"configured {api}: pool {pool}, block {workers.TASK_STORAGE_BLOCK} -> {stack.stack_dir() / 'task-runs'}, "
                f"deployment {deployment}")
 
 
+Kind = Literal[workers.KINDS]  # type: ignore[valid-type]
 _KIND = typer.Option("tasks", "--kind", help="tasks: a long-lived task worker (searches' trials); pool: a process "
                                            "worker on the work pool (a new process per flow run).")
 
 
-@stack_app.command("add-workers")
+@stack_app.command("add-workers", cls=ChoiceCommand)
 @friendly
 def stack_add_workers(count: int = typer.Argument(1, min=1), slots: Optional[int] = typer.Option(None, "--slots", min=1),
-                      kind: str = _KIND) -> None:
+                      kind: Kind = _KIND) -> None:
     """Start more local workers on the running stack."""
     for worker in stack.add_workers(count, slots, kind=kind):
-        typer.echo(f"{worker['name']}: pid {worker['pid']}, log {worker['log']}")
+        typer.echo(f"{worker.name}: pid {worker.pid}, log {worker.log}")
 
 
-@stack_app.command("worker")
+@stack_app.command("worker", cls=ChoiceCommand)
 @friendly
 def stack_worker(
     pool: str = typer.Option(stack.DEFAULT_POOL, "--pool"),
     slots: int = typer.Option(1, "--slots", min=1),
     name: Optional[str] = typer.Option(None, "--name", help="Process worker name (default HOST-worker-PID; a task worker is HOST-PID)."),
-    kind: str = _KIND,
+    kind: Kind = _KIND,
 ) -> None:
     """Run one worker in the foreground, on any machine: PREFECT_API_URL, MLFLOW_TRACKING_URI and
     METAAUTO_SEARCH_STORAGE (from `metaauto stack env` on the stack's machine) say where the servers are."""
-    missing = [k for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", stack.SEARCH_STORAGE_ENV) if not os.environ.get(k)]
+    missing = [k for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", workers.SEARCH_STORAGE_ENV) if not os.environ.get(k)]
     if missing:
         raise stack.StackError(f"set {', '.join(missing)} first (`metaauto stack env` on the stack's machine prints them)")
-    if kind not in ("tasks", "pool"):
-        raise stack.StackError(f"--kind {kind!r} is neither 'tasks' nor 'pool'")
     import socket
 
-    env = stack.worker_env(os.environ["PREFECT_API_URL"], os.environ["MLFLOW_TRACKING_URI"], os.environ[stack.SEARCH_STORAGE_ENV])
-    if kind == "tasks":
-        command = stack.task_worker_command(slots)
-    else:
-        command = stack.worker_command(pool, name or f"{socket.gethostname().split('.')[0]}-worker-{os.getpid()}", slots)
+    env = workers.worker_env(os.environ["PREFECT_API_URL"], os.environ["MLFLOW_TRACKING_URI"],
+                             os.environ[workers.SEARCH_STORAGE_ENV], stack.stack_dir() / "prefect")
+    command = workers.command(kind, slots, pool, name or f"{socket.gethostname().split('.')[0]}-worker-{os.getpid()}")
     os.execvpe(command[0], command, env)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(stack_app, name="stack")

@@ -15,8 +15,8 @@ import streamlit as st
 
 from metaauto.dashboard import data
 from metaauto.errors import MetaautoError
-from metaauto.search.storage import redact
 from metaauto.tracking.store import get_client, tracking_uri
+from metaauto.urls import redact
 
 PAGES = {"leaderboard": "Leaderboard", "studies": "Study explorer", "try": "Try it"}
 

@@ -193,7 +193,8 @@ def study_names(url: str | None = None) -> list[str]:
     """Names of the studies in the storage (empty when the storage holds none yet)."""
     import optuna
 
-    from metaauto.search.storage import open_storage, redact
+    from metaauto.search.storage import open_storage
+    from metaauto.urls import redact
 
     url = url or storage_url()
     try:
