@@ -31,12 +31,10 @@ import anyio
 from prefect._internal.concurrency.api import create_call, from_sync
 from prefect.task_worker import TaskWorker
 
+from metaauto.platform.workers import PRESENCE_KEY
+
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
-
-#: the key every metaauto task worker subscribes to, busy or not (no run is ever submitted under it):
-#: ``/task_workers/filter`` with this key lists the live workers
-PRESENCE_KEY = "metaauto-task-worker-presence"
 
 
 class SlotTaskWorker(TaskWorker):

@@ -44,6 +44,7 @@ from prefect.cache_policies import NONE
 from flows.params import CollectionParams, SearchParams
 from flows.common import load
 from flows.search import _objective, run_trial, setup, storage_url
+from metaauto.platform.workers import TASK_STORAGE_BLOCK, task_workers
 
 WORKER_ATTR = "metaauto.worker"
 
@@ -185,11 +186,6 @@ def search_worker(study_name: str, parent_run_id: str | None = None, data: Colle
     return work_on_study(study_name, parent_run_id, data, search, experiment, index)
 
 
-#: the block both sides of a background task run read its parameters from (``metaauto stack up`` creates it:
-#: a local directory; machines that do not share a filesystem point a remote-file-system block of this name at S3)
-TASK_STORAGE_BLOCK = "local-file-system/metaauto-task-runs"
-
-
 @task(name="search-worker", task_run_name="{study_name}-worker-{index}", cache_policy=NONE, result_storage=TASK_STORAGE_BLOCK)
 def search_worker_task(study_name: str, parent_run_id: str | None = None, data: CollectionParams = CollectionParams(),
                        search: SearchParams = SearchParams(), experiment: str = "metaauto", index: int = 0) -> dict[str, Any]:
@@ -244,14 +240,6 @@ def _submit(study_name: str, data: CollectionParams, search: SearchParams, paren
         raise SearchError(f"cannot submit search-worker task runs: {exc}; the block {TASK_STORAGE_BLOCK!r} that "
                           "`metaauto stack up` creates on its Prefect server holds their parameters") from exc
     return _Runs(client, "task-workers", [client.read_task_run(f.task_run_id) for f in futures])
-
-
-def task_workers(client: Any) -> list[str]:
-    """Identifiers (``host-pid``) of the live metaauto task workers on this Prefect server, busy or idle."""
-    from flows.task_worker import PRESENCE_KEY
-
-    response = client.request("POST", "/task_workers/filter", json={"task_worker_filter": {"task_keys": [PRESENCE_KEY]}})
-    return sorted(w["identifier"] for w in response.json())
 
 
 def dispatch(study: optuna.Study, url: str, data: CollectionParams, search: SearchParams, parent_run_id: str,
