@@ -37,7 +37,7 @@ def promote(
     version: str = typer.Argument(..., help="Version to promote if it beats the champion."),
     margin: float = typer.Option(0.0, help="Minimum mean improvement per task (accuracy points as fractions, or MSE)."),
     alpha: float = typer.Option(0.05, help="Significance level of the one-sided paired test."),
-    test: str = typer.Option("wilcoxon", help="Paired test: wilcoxon or ttest."),
+    test: str = typer.Option("wilcoxon", help="One-sided paired test."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_URI_HELP),
 ) -> None:
     """Promote VERSION to champion if it is measurably better on the same meta-test episodes."""

@@ -1,5 +1,8 @@
 """``metaauto pipeline``: run the ``meta-pipeline`` flow once, without a Prefect server.
 
+The flow is loaded from its entrypoint (:mod:`metaauto.platform.deployments`) and given JSON parameters,
+exactly what a run of the ``meta-pipeline/nightly`` deployment gets.
+
 Prefect runs it in ephemeral mode (a temporary local API for the run's states and artifacts) unless
 ``PREFECT_API_URL`` names a server, in which case the run shows up there. The defaults are sized for a
 2-core CPU (a few short search trials on the published defaults, then the best configuration trained
@@ -17,29 +20,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-
-def _import_flows() -> Any:
-    """``flows`` is installed with the project; a source checkout installed before it existed finds it next to ``metaauto``."""
-    try:
-        import flows
-    except ImportError:
-        root = Path(__file__).resolve().parents[1]
-        if not (root / "flows" / "__init__.py").exists():
-            raise
-        sys.path.insert(0, str(root))
-        import flows
-    return flows
+from metaauto.cli.common import DataDir, Json, parse_options, split_names
+from metaauto.errors import MetaautoError
 
 
 def pipeline(
     collection: str = typer.Option("omniglot", "--collection", "-c", help="Registered collection (omniglot, sinusoid) or a .csv/.parquet table."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset directory (default: $METAAUTO_DATA_DIR)."),
+    data_dir: DataDir = None,
     collection_option: Optional[list[str]] = typer.Option(None, "--collection-option", "-o", help="Collection option KEY=VALUE (repeatable)."),
     ways: Optional[int] = typer.Option(None, help="Classes per episode (ignored for regression; default 5, heart-disease 2)."),
     shots: Optional[int] = typer.Option(None, help="Support examples per class (per task for regression; default 1, movielens 10, heart-disease 5)."),
@@ -67,55 +59,63 @@ def pipeline(
                                             "(default: on for movielens and heart-disease)."),
     transfer_tasks: int = typer.Option(100, "--transfer-tasks", help="Transfer: meta-test users (movielens) or support draws (heart-disease)."),
     experiment: str = typer.Option("metaauto", help="MLflow experiment."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    json_output: Json = False,
 ) -> None:
     """Run the whole meta-pipeline once: ingest, search, meta-test and promote (Prefect flow, no server needed)."""
-    from metaauto.cli import parse_options
+    from metaauto.evaluation.domains import DOMAINS, default_model_name, pipeline_defaults
+
+    defaults = pipeline_defaults(collection, parse_options(collection_option))
+    ways, shots = ways or defaults.get("ways") or 5, shots or defaults.get("shots", 1)
+    data = {"collection": collection, "data_dir": str(data_dir) if data_dir else None, "options": defaults["options"],
+            "ways": ways, "shots": shots, "queries": queries or defaults.get("queries", 15)}
+    if algorithms is None:
+        chosen = defaults.get("algorithms") or (["protonet", "anil", "fomaml"] if collection == "omniglot" else None)
+    else:
+        chosen = split_names(algorithms)
+    name = register or default_model_name(collection, defaults["options"], ways, shots)
+    domain = collection.lower() in DOMAINS
+    if study is None and (domain or Path(collection).suffix.lower() in (".csv", ".parquet", ".pq")):
+        study = name  # one study per held-out site, and per table file (every table's collection is named "table")
+    transfer_params = ({"model_uri": f"models:/{name}@champion", "target": data, "tasks": transfer_tasks, "seed": seed,
+                        "pretrain_steps": pretrain_steps, "device": device} if (domain if transfer is None else transfer) else None)
+    params = {
+        "data": data,
+        "search": {"trials": trials, "algorithms": chosen, "max_steps": budget_steps, "trial_seconds": budget_s or None,
+                   "val_every": min(50, budget_steps), "val_tasks": val_tasks, "parallelism": parallelism,
+                   "storage": storage, "study_name": study, "seed": seed, "device": device},
+        "evaluation": {"final_steps": final_steps, "final_seconds": final_seconds or None, "tasks": eval_tasks,
+                       "pretrain_steps": pretrain_steps, "scratch_steps": scratch_steps, "register_as": name},
+        "transfer": transfer_params,
+        "experiment": experiment,
+    }
+    result = _run_pipeline(params)
+    if json_output:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        _print_pipeline(result)
+
+
+def _run_pipeline(params: dict[str, Any]) -> dict[str, Any]:
+    """Run ``meta-pipeline`` in this process with ``params`` as a deployment run would get them (JSON, checked
+    against the flow's parameter models first)."""
+    from prefect.exceptions import ParameterTypeError
+
+    from metaauto.platform.deployments import MAIN_FLOW, deployment, load_flow
 
     # the ephemeral API server starts as a subprocess; on a busy machine Prefect's 20 s default is too short
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     # nothing leaves the machine: the ephemeral server would otherwise try to send usage telemetry
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    flows = _import_flows()
-    from flows.params import CollectionParams, EvalParams, PipelineParams, SearchParams, TransferParams
+    flow = load_flow(deployment(MAIN_FLOW).entrypoint)
+    try:
+        flow.validate_parameters({"params": params})
+    except ParameterTypeError as exc:
+        raise MetaautoError(f"invalid pipeline parameters: {exc}") from None
+    return flow(params=params)
 
-    from metaauto.evaluation.domains import DOMAINS, default_model_name, pipeline_defaults
 
-    defaults = pipeline_defaults(collection, parse_options(collection_option))
-    ways = ways or defaults.get("ways") or 5
-    shots = shots or defaults.get("shots", 1)
-    queries = queries or defaults.get("queries", 15)
-    if algorithms is None:
-        chosen = defaults.get("algorithms") or (["protonet", "anil", "fomaml"] if collection == "omniglot" else None)
-    else:
-        chosen = [a.strip() for a in algorithms.split(",") if a.strip()] or None
-    data = CollectionParams(collection=collection, data_dir=str(data_dir) if data_dir else None,
-                            options=defaults["options"], ways=ways, shots=shots, queries=queries)
-    name = register or default_model_name(collection, defaults["options"], ways, shots)
-    domain = collection.lower() in DOMAINS
-    if transfer is None:
-        transfer = domain
-    if study is None and (domain or Path(collection).suffix.lower() in (".csv", ".parquet", ".pq")):
-        study = name  # one study per held-out site, and per table file (every table's collection is named "table")
-    transfer_params = (TransferParams(model_uri=f"models:/{name}@champion", target=data, tasks=transfer_tasks, seed=seed,
-                                      pretrain_steps=pretrain_steps, device=device) if transfer else None)
-    params = PipelineParams(
-        data=data,
-        search=SearchParams(trials=trials, algorithms=chosen,
-                            max_steps=budget_steps, trial_seconds=budget_s or None, val_every=min(50, budget_steps),
-                            val_tasks=val_tasks, parallelism=parallelism, storage=storage, study_name=study, seed=seed,
-                            device=device),
-        evaluation=EvalParams(final_steps=final_steps, final_seconds=final_seconds or None, tasks=eval_tasks, pretrain_steps=pretrain_steps, scratch_steps=scratch_steps,
-                              register_as=name),
-        transfer=transfer_params,
-        experiment=experiment,
-    )
-    result = flows.meta_pipeline(params)
-    if json_output:
-        typer.echo(json.dumps(result, indent=2, default=str))
-        return
-    evaluation, look = result["evaluation"], result["where_to_look"]
-    search = result["search"]
+def _print_pipeline(result: dict[str, Any]) -> None:
+    evaluation, look, search = result["evaluation"], result["where_to_look"], result["search"]
     typer.echo(f"study {search['study']}: {search['states']}; best trial #{search['best_trial']} "
                f"{(search['best_params'] or {}).get('algorithm')} (validation {search['best_value']:.4g})")
     meta_test = dict(evaluation["meta_test"])
@@ -124,17 +124,20 @@ def pipeline(
                + ", ".join(f"{n} {r['mean']:.4g} +- {r['ci95']:.4g}" for n, r in meta_test.items()))
     if evaluation.get("promotion"):
         typer.echo(evaluation["promotion"]["description"])
-    transferred = result.get("transfer")
-    if transferred:
-        typer.echo(f"transfer to {transferred.get('target', transferred['collection'])}"
-                   + (f" at K={transferred['shots']}" if "shots" in transferred else "") + ":")
-        metrics = transferred.get("metrics") or [transferred["metric"]]
-        for row in transferred["results"]:
-            typer.echo(f"  {row['method']:<26} " + "  ".join(
-                f"{m} {row[m]:.4f} +- {row.get(m + '_ci95', row.get('ci95', 0.0)):.4f}" for m in metrics))
-        if "beats_best_baseline" in transferred:
-            typer.echo("  beats the best baseline: " + ", ".join(
-                f"{m} {'yes' if ok else 'no'} ({transferred['best_baseline'][m]})" for m, ok in transferred["beats_best_baseline"].items()))
+    if result.get("transfer"):
+        _print_transfer(result["transfer"])
     typer.echo(f"MLflow UI:  {look['mlflow_ui']}")
     typer.echo(f"model URI:  {look['model_uri']}")
     typer.echo(f"downstream: {look['snippet']}")
+
+
+def _print_transfer(transferred: dict[str, Any]) -> None:
+    typer.echo(f"transfer to {transferred.get('target', transferred['collection'])}"
+               + (f" at K={transferred['shots']}" if "shots" in transferred else "") + ":")
+    metrics = transferred.get("metrics") or [transferred["metric"]]
+    for row in transferred["results"]:
+        typer.echo(f"  {row['method']:<26} " + "  ".join(
+            f"{m} {row[m]:.4f} +- {row.get(m + '_ci95', row.get('ci95', 0.0)):.4f}" for m in metrics))
+    if "beats_best_baseline" in transferred:
+        typer.echo("  beats the best baseline: " + ", ".join(
+            f"{m} {'yes' if ok else 'no'} ({transferred['best_baseline'][m]})" for m, ok in transferred["beats_best_baseline"].items()))
