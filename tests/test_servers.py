@@ -58,7 +58,7 @@ def test_busy_port_is_reported_and_nothing_starts():
         result = runner.invoke(app, ["server", "start", "--prefect-port", str(port), "--mlflow-port", str(servers.free_port())])
     assert result.exit_code == 2
     assert f"port {port} on 127.0.0.1 is in use" in result.output and "--prefect-port" in result.output
-    assert not any(entry["running"] for entry in servers.status().values())
+    assert not any(entry.running for entry in servers.status().values())
 
 
 def test_serve_without_a_server_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch):

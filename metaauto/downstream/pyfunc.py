@@ -146,6 +146,47 @@ def _features(model: MetaModel, frame: pd.DataFrame) -> np.ndarray:
     return X
 
 
+def _classify(model: MetaModel, frame: pd.DataFrame, X: np.ndarray, support: np.ndarray, query: np.ndarray,
+              task_id: Any, names: list[str], inner_steps: int | None) -> pd.DataFrame:
+    """One classification task's query rows: the predicted label, its probability and all of them."""
+    where = f"task {task_id!r}"
+    labels = [_canonical(v, f"{where}, row {r}") for r, v in zip(support, frame[LABEL].to_numpy()[support])]
+    classes = sorted(set(labels), key=lambda v: (isinstance(v, str), v))
+    if len(classes) < 2:
+        raise ModelInputError(f"{where}: all support rows have label {classes[0]!r}; a task needs at least 2 classes")
+    code = {c: i for i, c in enumerate(classes)}
+    proba = model.adapt_predict(X[support], np.array([code[v] for v in labels]), X[query], inner_steps)
+    best = proba.argmax(axis=1)
+    return pd.DataFrame({
+        TASK: str(task_id),
+        ROW: query.astype(np.int64),
+        "prediction": pd.Series([classes[i] for i in best], dtype=object),
+        "probability": proba[np.arange(len(query)), best],
+        "probabilities": [{str(c): float(p) for c, p in zip(classes, row)} for row in proba],
+    })
+
+
+def _regress(model: MetaModel, frame: pd.DataFrame, X: np.ndarray, support: np.ndarray, query: np.ndarray,
+             task_id: Any, names: list[str], inner_steps: int | None) -> pd.DataFrame:
+    """One regression task's query rows: ``prediction`` (or ``prediction_<j>`` per target)."""
+    where = f"task {task_id!r}"
+    incomplete = [n for n in names if n not in frame.columns or frame[n].iloc[support].isna().any()]
+    if incomplete:
+        raise ModelInputError(f"{where}: support rows lack {', '.join(incomplete)}")
+    try:
+        y = frame[names].iloc[support].to_numpy(dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ModelInputError(f"{where}: regression labels must be numbers") from None
+    if not np.isfinite(y).all():
+        raise ModelInputError(f"{where}: a support label is infinite")
+    pred = model.adapt_predict(X[support], y, X[query], inner_steps)
+    columns = ["prediction"] if len(names) == 1 else [f"prediction_{j}" for j in range(len(names))]
+    out = pd.DataFrame({TASK: str(task_id), ROW: query.astype(np.int64)})
+    for j, column in enumerate(columns):
+        out[column] = pred[:, j]
+    return out
+
+
 def predict_frame(model: MetaModel, frame: pd.DataFrame, inner_steps: int | None = None) -> pd.DataFrame:
     """Adapt to every task of ``frame`` (request schema above) and predict its query rows."""
     if not isinstance(frame, pd.DataFrame):
@@ -173,39 +214,8 @@ def predict_frame(model: MetaModel, frame: pd.DataFrame, inner_steps: int | None
             raise ModelInputError(f"{where} has no support rows (rows with a {names[0]!r}): nothing to adapt to")
         if len(query) == 0:
             raise ModelInputError(f"{where} has no query rows (rows without a {names[0]!r}): nothing to predict")
-        if classification:
-            labels = [_canonical(v, f"{where}, row {r}") for r, v in zip(support, frame[LABEL].to_numpy()[support])]
-            classes = sorted(set(labels), key=lambda v: (isinstance(v, str), v))
-            if len(classes) < 2:
-                raise ModelInputError(f"{where}: all support rows have label {classes[0]!r}; a task needs at least 2 classes")
-            code = {c: i for i, c in enumerate(classes)}
-            proba = model.adapt_predict(X[support], np.array([code[v] for v in labels]), X[query], inner_steps)
-            best = proba.argmax(axis=1)
-            outputs.append(
-                pd.DataFrame({
-                    TASK: str(task_id),
-                    ROW: query.astype(np.int64),
-                    "prediction": pd.Series([classes[i] for i in best], dtype=object),
-                    "probability": proba[np.arange(len(query)), best],
-                    "probabilities": [{str(c): float(p) for c, p in zip(classes, row)} for row in proba],
-                })
-            )
-        else:
-            incomplete = [n for n in names if n not in frame.columns or frame[n].iloc[support].isna().any()]
-            if incomplete:
-                raise ModelInputError(f"{where}: support rows lack {', '.join(incomplete)}")
-            try:
-                y = frame[names].iloc[support].to_numpy(dtype=np.float32)
-            except (TypeError, ValueError):
-                raise ModelInputError(f"{where}: regression labels must be numbers") from None
-            if not np.isfinite(y).all():
-                raise ModelInputError(f"{where}: a support label is infinite")
-            pred = model.adapt_predict(X[support], y, X[query], inner_steps)
-            columns = ["prediction"] if len(names) == 1 else [f"prediction_{j}" for j in range(len(names))]
-            out = pd.DataFrame({TASK: str(task_id), ROW: query.astype(np.int64)})
-            for j, column in enumerate(columns):
-                out[column] = pred[:, j]
-            outputs.append(out)
+        predict = _classify if classification else _regress
+        outputs.append(predict(model, frame, X, support, query, task_id, names, inner_steps))
     return pd.concat(outputs, ignore_index=True)
 
 
