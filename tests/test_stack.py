@@ -226,7 +226,7 @@ def test_a_search_whose_every_worker_died_fails_and_says_so(up):
     while not any(t.user_attrs.get(WORKER_ATTR) for t in _running(name)):
         assert time.monotonic() < deadline and thread.is_alive(), f"no trial started: {outcome}"
         time.sleep(0.3)
-    stack.kill_tree(live[0]["pid"], sig=signal.SIGKILL)  # the last worker: nobody is left to take the retry
+    stack.kill_tree(live[0].pid, sig=signal.SIGKILL)  # the last worker: nobody is left to take the retry
     thread.join(timeout=120)
     assert not thread.is_alive(), "search-learners waits forever when every worker is gone"
     error = outcome.get("error")
