@@ -54,29 +54,27 @@ def train_best_task(parts: dict[str, Any], best: Any, parent: Any, settings: Any
 
 
 def outcome_markdown(tracked: Any, client: Any, evaluation: EvalParams, study_name: str) -> str:
+    """The meta-test table, the winner and the registry's decision, for the ``evaluation`` artifact."""
     report = tracked.report
-    metric, ours = report["metric"], report["learner"]
-    better = (lambda a, b: a > b) if metric == "accuracy" else (lambda a, b: a < b)
-    methods = {ours["name"]: ours, **report["baselines"]}
-    winner = max(methods, key=lambda n: methods[n]["mean"]) if metric == "accuracy" else min(methods, key=lambda n: methods[n]["mean"])
+    episodes, ours = report.episodes, report.learner
     lines = [
         f"# Meta-test of the best configuration of `{study_name}`",
         "",
-        f"{report['episodes']['tasks']} {report['episodes']['split']} episodes of {report['episodes']['collection']}, "
-        f"the same for every method; {metric}, mean +- 95% CI. MLflow run {run_link(client, tracked.run_id)}.",
+        f"{episodes.tasks} {episodes.split} episodes of {episodes.collection}, the same for every method; "
+        f"{report.metric}, mean +- 95% CI. MLflow run {run_link(client, tracked.run_id)}.",
         "",
-        f"| method | {metric} | 95% CI | paired difference (ours - method) |",
+        f"| method | {report.metric} | 95% CI | paired difference (ours - method) |",
         "|---|---|---|---|",
     ]
-    for name, r in methods.items():
-        diff = report["paired_difference"].get(name)
-        cell = f"{diff['mean']:+.4f} +- {diff['ci95']:.4f}" if diff else ""
-        lines.append(f"| {name}{' (ours)' if name == ours['name'] else ''} | {r['mean']:.4f} | {r['ci95']:.4f} | {cell} |")
-    lines += ["", f"**Winner: {winner}**" + (
-        "" if winner != ours["name"] or not report["baselines"] else
-        f", ahead of the best baseline by {min(abs(ours['mean'] - b['mean']) for b in report['baselines'].values()):.4f}"
-    ) + "."]
-    if not any(better(ours["mean"], b["mean"]) for b in report["baselines"].values()) and report["baselines"]:
+    for name, r in report.methods.items():
+        diff = report.paired_difference.get(name)
+        cell = f"{diff.mean:+.4f} +- {diff.ci95:.4f}" if diff else ""
+        lines.append(f"| {name}{' (ours)' if name == ours.name else ''} | {r.mean:.4f} | {r.ci95:.4f} | {cell} |")
+    winner = report.winner()
+    lead = report.lead_over_baselines()
+    lines += ["", f"**Winner: {winner}**" + ("" if winner != ours.name or lead is None else
+                                              f", ahead of the best baseline by {lead:.4f}") + "."]
+    if report.baselines and not report.beats_a_baseline():
         lines.append("The meta-learner did not beat every baseline on these episodes.")
     lines.append("")
     if tracked.version is None:

@@ -24,6 +24,7 @@ _EXPORTS = {
     "save_meta_model": "metaauto.tracking.model",
     "EvalSettings": "metaauto.tracking.training",
     "TrackedTraining": "metaauto.tracking.training",
+    "TrainingSummary": "metaauto.tracking.training",
     "train_tracked": "metaauto.tracking.training",
 }
 
