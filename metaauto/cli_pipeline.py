@@ -37,6 +37,7 @@ def _import_flows() -> Any:
     return flows
 
 
+# Long by its typer signature (one line per option); the body maps the options onto the flow's parameters.
 def pipeline(
     collection: str = typer.Option("omniglot", "--collection", "-c", help="Registered collection (omniglot, sinusoid) or a .csv/.parquet table."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset directory (default: $METAAUTO_DATA_DIR)."),
@@ -112,19 +113,22 @@ def pipeline(
     )
     result = flows.meta_pipeline(params)
     if json_output:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
-    evaluation, look = result["evaluation"], result["where_to_look"]
-    search = result["search"]
-    typer.echo(f"study {search['study']}: {search['states']}; best trial #{search['best_trial']} "
-               f"{(search['best_params'] or {}).get('algorithm')} (validation {search['best_value']:.4g})")
-    meta_test = dict(evaluation["meta_test"])
-    metric, tasks = meta_test.pop("metric"), meta_test.pop("tasks")
-    typer.echo(f"meta-test {metric} over {tasks} episodes (95% CI): "
-               + ", ".join(f"{n} {r['mean']:.4g} +- {r['ci95']:.4g}" for n, r in meta_test.items()))
-    if evaluation.get("promotion"):
-        typer.echo(evaluation["promotion"]["description"])
-    transferred = result.get("transfer")
+    _print_pipeline(result)
+
+
+def _print_pipeline(result: Any) -> None:
+    """The pipeline's outcome (a ``flows.pipeline.PipelineResult``) in a few lines."""
+    search, final, look = result.search, result.evaluation.final.summary(), result.where_to_look
+    typer.echo(f"study {search.study_name}: {search.states}; best trial #{search.best_trial} "
+               f"{search.best_params.get('algorithm')} (validation {search.best_value:.4g})")
+    meta_test = final.meta_test
+    typer.echo(f"meta-test {meta_test.metric} over {meta_test.tasks} episodes (95% CI): "
+               + ", ".join(f"{n} {e.mean:.4g} +- {e.ci95:.4g}" for n, e in meta_test.scores.items()))
+    if final.promotion is not None:
+        typer.echo(final.promotion.describe())
+    transferred = result.transfer  # the domain's report, whose columns depend on the domain
     if transferred:
         typer.echo(f"transfer to {transferred.get('target', transferred['collection'])}"
                    + (f" at K={transferred['shots']}" if "shots" in transferred else "") + ":")
@@ -135,6 +139,6 @@ def pipeline(
         if "beats_best_baseline" in transferred:
             typer.echo("  beats the best baseline: " + ", ".join(
                 f"{m} {'yes' if ok else 'no'} ({transferred['best_baseline'][m]})" for m, ok in transferred["beats_best_baseline"].items()))
-    typer.echo(f"MLflow UI:  {look['mlflow_ui']}")
-    typer.echo(f"model URI:  {look['model_uri']}")
-    typer.echo(f"downstream: {look['snippet']}")
+    typer.echo(f"MLflow UI:  {look.mlflow_ui}")
+    typer.echo(f"model URI:  {look.model_uri}")
+    typer.echo(f"downstream: {look.snippet}")
