@@ -60,6 +60,19 @@ def test_pipeline_registers_a_champion_and_tracks_every_step(pipeline):
     assert trial_runs <= {r.info.run_id for r in children}
 
 
+def test_pipeline_result_is_json_ready(pipeline):
+    """``metaauto pipeline --json`` prints the typed result's to_dict: the keys the command always printed."""
+    import json
+
+    _, _, result = pipeline
+    data = json.loads(json.dumps(result.to_dict(), default=str))
+    assert set(data) == {"ingest", "search", "evaluation", "transfer", "where_to_look"}
+    assert data["evaluation"]["registered"]["name"] == result.evaluation.final.version.name
+    assert data["evaluation"]["meta_test"]["metric"] == "mse" and data["evaluation"]["promotion"]["promoted"]
+    assert data["search"]["states"] == result.search.states and data["ingest"]["fingerprint"] == result.ingest.fingerprint
+    assert data["where_to_look"]["model_uri"] == result.where_to_look.model_uri
+
+
 def test_pipeline_publishes_artifacts(pipeline):
     name, _, _ = pipeline
     keys = [f"ingest-sinusoid", "splits-sinusoid", f"search-progress-{name}", f"leaderboard-{name}", f"evaluation-{name}",
