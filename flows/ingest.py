@@ -7,6 +7,7 @@ table fails this flow with exactly the message ``metaauto train`` would print.
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -15,6 +16,23 @@ from prefect.cache_policies import NONE
 
 from flows.common import artifact_key, load, run_link
 from flows.params import CollectionParams
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ``ingest-collection`` found: the collection's identity, its splits, meta-features, warnings and MLflow run."""
+
+    collection: str
+    fingerprint: str
+    task_type: str
+    #: one row per split: ``split``, ``units``, ``unit``, ``examples``
+    splits: list[dict[str, Any]]
+    meta_features: dict[str, Any]
+    warnings: list[str]
+    run_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def meta_features(collection: Any, params: CollectionParams) -> dict[str, Any]:
@@ -60,19 +78,7 @@ def log_dataset_task(collection: Any, features: dict[str, Any], found: list[str]
     return run.run_id
 
 
-@flow(name="ingest-collection", log_prints=True)
-def ingest_collection(data: CollectionParams = CollectionParams(), experiment: str = "metaauto") -> dict[str, Any]:
-    """Load and validate a collection, log it to MLflow as a dataset and publish a summary artifact."""
-    from metaauto.tracking.store import get_client
-
-    logger = get_run_logger()
-    collection, caught = load_collection_task(data)
-    features = meta_features(collection, data)
-    found = collection_warnings(collection, data, caught)
-    run_id = log_dataset_task(collection, features, found, experiment)
-    summary = collection.summary()
-    rows = [{"split": split, "units": s.units, "unit": s.unit_name, "examples": s.examples} for split, s in summary.items()]
-    link = run_link(get_client(), run_id)
+def summary_markdown(collection: Any, data: CollectionParams, rows: list[dict[str, Any]], found: list[str], link: str) -> str:
     lines = [
         f"# Collection `{collection.name}`",
         "",
@@ -88,9 +94,24 @@ def ingest_collection(data: CollectionParams = CollectionParams(), experiment: s
         "## Warnings",
         *([f"* {w}" for w in found] or ["none"]),
     ]
-    create_markdown_artifact(markdown="\n".join(lines), key=artifact_key("ingest", collection.name),
-                             description=f"Summary of collection {collection.name}")
+    return "\n".join(lines)
+
+
+@flow(name="ingest-collection", log_prints=True)
+def ingest_collection(data: CollectionParams = CollectionParams(), experiment: str = "metaauto") -> IngestResult:
+    """Load and validate a collection, log it to MLflow as a dataset and publish a summary artifact."""
+    from metaauto.tracking.store import get_client
+
+    logger = get_run_logger()
+    collection, caught = load_collection_task(data)
+    features = meta_features(collection, data)
+    found = collection_warnings(collection, data, caught)
+    run_id = log_dataset_task(collection, features, found, experiment)
+    rows = [{"split": split, "units": s.units, "unit": s.unit_name, "examples": s.examples}
+            for split, s in collection.summary().items()]
+    create_markdown_artifact(markdown=summary_markdown(collection, data, rows, found, run_link(get_client(), run_id)),
+                             key=artifact_key("ingest", collection.name), description=f"Summary of collection {collection.name}")
     create_table_artifact(table=rows, key=artifact_key("splits", collection.name), description="Units and examples per split")
     logger.info("ingested %s (%s): %s", collection.name, collection.fingerprint, rows)
-    return {"collection": collection.name, "fingerprint": collection.fingerprint, "task_type": collection.task_type,
-            "splits": rows, "meta_features": features, "warnings": found, "run_id": run_id}
+    return IngestResult(collection=collection.name, fingerprint=collection.fingerprint, task_type=collection.task_type,
+                        splits=rows, meta_features=features, warnings=found, run_id=run_id)

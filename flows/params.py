@@ -11,7 +11,14 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Algorithm = Literal["maml", "fomaml", "reptile", "metasgd", "anil", "protonet"]
+from metaauto.backbones import BACKBONES
+from metaauto.learners import LEARNERS
+from metaauto.search.study import PRUNERS
+
+# the form's drop-downs list the library's own catalogues (pydantic turns a Literal into a JSON-schema enum)
+Algorithm = Literal[tuple(LEARNERS)]  # type: ignore[valid-type]
+Pruner = Literal[PRUNERS]  # type: ignore[valid-type]
+Backbone = Literal[BACKBONES]  # type: ignore[valid-type]
 
 
 class CollectionParams(BaseModel):
@@ -41,7 +48,7 @@ class SearchParams(BaseModel):
     trial_seconds: Optional[float] = Field(None, gt=0, le=86_400, title="Seconds per trial", description="Training seconds per trial at most.")
     val_every: int = Field(50, ge=1, le=10_000, title="Validate every", description="Validate and report to the pruner every N meta-updates.")
     val_tasks: int = Field(50, ge=1, le=5_000, title="Validation tasks", description="Fixed validation episodes.")
-    pruner: Literal["hyperband", "median", "successive_halving", "none"] = Field("hyperband", title="Pruner")
+    pruner: Pruner = Field("hyperband", title="Pruner")
     warm_start: bool = Field(True, title="Warm start",
                              description="A new study also tries the best configurations of the most similar past studies (knowledge base).")
     storage: Optional[str] = Field(None, title="Study storage",
@@ -73,7 +80,7 @@ class SearchParams(BaseModel):
                               description="Seconds without a heartbeat after which a worker's trial counts as dead and is retried once.")
     seed: int = Field(0, ge=0, title="Seed", description="Seeds the sampler, initialisations and episodes.")
     device: str = Field("auto", title="Device", description="auto, cpu, cuda, cuda:1, ...")
-    backbone: Optional[Literal["conv4", "mlp"]] = Field(None, title="Backbone", description="Empty: conv4 for images, mlp otherwise.")
+    backbone: Optional[Backbone] = Field(None, title="Backbone", description="Empty: conv4 for images, mlp otherwise.")
 
 
 class EvalParams(BaseModel):

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from metaauto.errors import CollectionError
 
+#: the Optuna storage every search, worker and dashboard of a deployment shares (``metaauto stack env`` sets it)
+SEARCH_STORAGE_ENV = "METAAUTO_SEARCH_STORAGE"
+
 
 def home_dir() -> Path:
     """The project home; created on first use."""

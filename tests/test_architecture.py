@@ -32,18 +32,8 @@ LAYER_RULES = {  # package -> packages it must not import
     "metaauto.engine": ("metaauto.evaluation", "metaauto.tracking", "metaauto.search"),
 }
 
-#: violations the search branch (issue 13's search lifecycle) removes; the lead empties this after merging it
-KNOWN: dict[str, set] = {
-    "cycles": {
-        ("flows.search", "flows.worker"),
-    },
-    "private": {
-        ("flows.search", "metaauto.search.study", "_requeue_interrupted"),
-        ("flows.worker", "flows.search", "_objective"),
-        ("flows.worker", "metaauto.search.storage", "_with_driver"),
-    },
-    "layers": set(),
-}
+#: known violations, each with its reason (none today)
+KNOWN: dict[str, set] = {"cycles": set(), "private": set(), "layers": set()}
 
 
 @dataclass(frozen=True)

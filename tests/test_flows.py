@@ -39,25 +39,38 @@ def test_pipeline_registers_a_champion_and_tracks_every_step(pipeline):
 
     name, params, result = pipeline
     client = get_client()
-    assert result["ingest"]["fingerprint"] and result["ingest"]["splits"]
-    assert result["search"]["states"] == {"COMPLETE": 2}
-    assert result["evaluation"]["registered"]["name"] == name
-    assert client.get_model_version_by_alias(name, "champion").version == result["evaluation"]["registered"]["version"]
-    assert result["where_to_look"]["model_uri"] == f"models:/{name}@champion"
-    transferred = {r["method"] for r in result["transfer"]["results"]}
-    assert result["transfer"]["metric"] == "mse" and transferred == {result["search"]["best_params"]["algorithm"], "scratch", "pretrain"}
+    assert result.ingest.fingerprint and result.ingest.splits
+    assert result.search.states == {"COMPLETE": 2}
+    assert result.evaluation.final.version.name == name
+    assert client.get_model_version_by_alias(name, "champion").version == result.evaluation.final.version.version
+    assert result.where_to_look.model_uri == f"models:/{name}@champion"
+    transferred = {r["method"] for r in result.transfer["results"]}
+    assert result.transfer["metric"] == "mse" and transferred == {result.search.best_params["algorithm"], "scratch", "pretrain"}
 
     experiment = client.get_experiment_by_name(params.experiment)
     runs = client.search_runs([experiment.experiment_id])
     kinds = [r.data.tags.get("metaauto.kind") for r in runs]
     assert kinds.count("ingest") == 1 and kinds.count("search") == 1 and kinds.count("transfer") == 1
-    parent = result["search"]["parent_run_id"]
+    parent = result.search.parent_run_id
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
     assert len(children) == 3  # two trials and the final training of the best
     ingest = next(r for r in runs if r.data.tags.get("metaauto.kind") == "ingest")
-    assert ingest.inputs.dataset_inputs[0].dataset.digest == result["ingest"]["fingerprint"]
-    trial_runs = {row["run_id"] for row in result["search"]["leaderboard"]}
+    assert ingest.inputs.dataset_inputs[0].dataset.digest == result.ingest.fingerprint
+    trial_runs = {row["run_id"] for row in result.search.leaderboard}
     assert trial_runs <= {r.info.run_id for r in children}
+
+
+def test_pipeline_result_is_json_ready(pipeline):
+    """``metaauto pipeline --json`` prints the typed result's to_dict: the keys the command always printed."""
+    import json
+
+    _, _, result = pipeline
+    data = json.loads(json.dumps(result.to_dict(), default=str))
+    assert set(data) == {"ingest", "search", "evaluation", "transfer", "where_to_look"}
+    assert data["evaluation"]["registered"]["name"] == result.evaluation.final.version.name
+    assert data["evaluation"]["meta_test"]["metric"] == "mse" and data["evaluation"]["promotion"]["promoted"]
+    assert data["search"]["states"] == result.search.states and data["ingest"]["fingerprint"] == result.ingest.fingerprint
+    assert data["where_to_look"]["model_uri"] == result.where_to_look.model_uri
 
 
 def test_pipeline_publishes_artifacts(pipeline):
@@ -79,8 +92,8 @@ def test_rerun_resumes_the_study_without_redoing_trials(pipeline):
     name, params, first = pipeline
     again = search_learners(params.data, params.search, experiment=params.experiment)
     study = optuna.load_study(study_name=name, storage=open_storage(default_storage_url()))
-    assert len(study.trials) == 2 and again["states"] == first["search"]["states"]
-    assert again["parent_run_id"] == first["search"]["parent_run_id"]
+    assert len(study.trials) == 2 and again.states == first.search.states
+    assert again.parent_run_id == first.search.parent_run_id
 
 
 def test_bad_table_fails_ingest_with_the_validators_message(harness, tmp_path: Path):
@@ -111,9 +124,9 @@ def test_search_on_a_dask_cluster_runs_every_trial_once(harness):
     result = search_learners(SINUSOID, search, experiment=f"flows-{name}")
     assert storage_url(search, name).startswith("journal:")
     # every trial ran to an outcome (a sampled configuration may diverge and be pruned), none is lost or left running
-    assert sum(result["states"].values()) == 3 and set(result["states"]) <= {"COMPLETE", "PRUNED"}
-    study = optuna.load_study(study_name=name, storage=open_storage(result["storage"]))
+    assert sum(result.states.values()) == 3 and set(result.states) <= {"COMPLETE", "PRUNED"}
+    study = optuna.load_study(study_name=name, storage=open_storage(result.storage))
     assert sorted(t.number for t in study.trials) == [0, 1, 2]
     runs = get_client().search_runs([get_client().get_experiment_by_name(f"flows-{name}").experiment_id])
-    trial_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result["parent_run_id"]]
+    trial_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id]
     assert sorted(r.data.tags["optuna.trial"] for r in trial_runs) == ["0", "1", "2"]

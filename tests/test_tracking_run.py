@@ -64,10 +64,10 @@ def test_run_holds_stepped_and_final_metrics(tracked, client) -> None:
     assert [m.step for m in val] == [30, 60]
     metrics = client.get_run(tracked.run_id).data.metrics
     report = tracked.report
-    assert metrics["meta_test/accuracy"] == pytest.approx(report["learner"]["mean"])
-    assert metrics["meta_test/ci95"] == pytest.approx(report["learner"]["ci95"])
+    assert metrics["meta_test/accuracy"] == pytest.approx(report.learner.mean)
+    assert metrics["meta_test/ci95"] == pytest.approx(report.learner.ci95)
     for baseline in ("scratch", "pretrain"):
-        assert metrics[f"baseline/{baseline}/accuracy"] == pytest.approx(report["baselines"][baseline]["mean"])
+        assert metrics[f"baseline/{baseline}/accuracy"] == pytest.approx(report.baselines[baseline].mean)
         assert f"baseline/{baseline}/ci95" in metrics
     assert [m.step for m in client.get_metric_history(tracked.run_id, "adaptation/accuracy")] == [1, 2]
 

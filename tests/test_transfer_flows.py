@@ -105,9 +105,9 @@ def _check_run(result: dict, params: PipelineParams, metrics: list[str], baselin
     from metaauto.evaluation.domains import metric_key, method_key
     from metaauto.tracking import get_client
 
-    transfer = result["transfer"]
+    transfer = result.transfer
     rows = {r["method"]: r for r in transfer["results"]}
-    ours = result["search"]["best_params"]["algorithm"]
+    ours = result.search.best_params["algorithm"]
     assert set(rows) == {ours} | baselines and transfer["results"][0]["method"] == ours
     run = get_client().get_run(transfer["run_id"])
     assert run.data.tags["metaauto.kind"] == "transfer" and run.data.tags["domain"] == transfer["domain"]
@@ -129,9 +129,9 @@ def test_movielens_pipeline_registers_coldstart_champion_and_scores_recsys_basel
     from metaauto.tracking import get_client
 
     name, params, result = movielens
-    assert name == "movielens-coldstart" and result["evaluation"]["registered"]["name"] == name
-    assert get_client().get_model_version_by_alias(name, "champion").version == result["evaluation"]["registered"]["version"]
-    transfer = result["transfer"]
+    assert name == "movielens-coldstart" and result.evaluation.final.version.name == name
+    assert get_client().get_model_version_by_alias(name, "champion").version == result.evaluation.final.version.version
+    transfer = result.transfer
     assert transfer["domain"] == "movielens" and transfer["shots"] == 10 and transfer["units"] == 25
     rows = _check_run(result, params, ["mae", "rmse", "ndcg@10"], RECSYS_METHODS)
     for r in rows.values():
@@ -144,9 +144,9 @@ def test_movielens_pipeline_registers_coldstart_champion_and_scores_recsys_basel
 
 def test_heart_pipeline_registers_site_champion_and_scores_clinical_baselines(heart):
     name, params, result = heart
-    assert name == "heart-disease-switzerland" and result["evaluation"]["registered"]["name"] == name
+    assert name == "heart-disease-switzerland" and result.evaluation.final.version.name == name
     assert params.data.options == {"target_site": "switzerland", "val_site": "cleveland"}
-    transfer = result["transfer"]
+    transfer = result.transfer
     assert transfer["domain"] == "heart-disease" and transfer["target"] == "site switzerland" and transfer["units"] == 20
     rows = _check_run(result, params, ["auroc", "balanced_accuracy"], CLINICAL_METHODS)
     assert all(0 <= r["auroc"] <= 1 and 0 <= r["balanced_accuracy"] <= 1 for r in rows.values())

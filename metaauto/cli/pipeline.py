@@ -29,6 +29,7 @@ from metaauto.cli.common import DataDir, Json, parse_options, split_names
 from metaauto.errors import MetaautoError
 
 
+# Long by its typer signature (one line per option); the body maps the options onto the flow's parameters.
 def pipeline(
     collection: str = typer.Option("omniglot", "--collection", "-c", help="Registered collection (omniglot, sinusoid) or a .csv/.parquet table."),
     data_dir: DataDir = None,
@@ -48,7 +49,7 @@ def pipeline(
     pretrain_steps: int = typer.Option(1000, help="Pre-training steps of the pre-train baseline."),
     scratch_steps: int = typer.Option(50, help="Training steps of the scratch baseline on each support set."),
     parallelism: int = typer.Option(1, help="Trials at once (a journal storage is used when > 1)."),
-    storage: Optional[str] = typer.Option(None, help="Study storage (default SQLite under the project home)."),
+    storage: Optional[str] = typer.Option(None, help="Study storage (default $METAAUTO_SEARCH_STORAGE, else SQLite under the project home)."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name; an existing study is resumed."),
     seed: int = typer.Option(0, help="Seeds the sampler, initialisations and episodes."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
@@ -90,12 +91,12 @@ def pipeline(
     }
     result = _run_pipeline(params)
     if json_output:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         _print_pipeline(result)
 
 
-def _run_pipeline(params: dict[str, Any]) -> dict[str, Any]:
+def _run_pipeline(params: dict[str, Any]) -> Any:
     """Run ``meta-pipeline`` in this process with ``params`` as a deployment run would get them (JSON, checked
     against the flow's parameter models first)."""
     from prefect.exceptions import ParameterTypeError
@@ -114,24 +115,25 @@ def _run_pipeline(params: dict[str, Any]) -> dict[str, Any]:
     return flow(params=params)
 
 
-def _print_pipeline(result: dict[str, Any]) -> None:
-    evaluation, look, search = result["evaluation"], result["where_to_look"], result["search"]
-    typer.echo(f"study {search['study']}: {search['states']}; best trial #{search['best_trial']} "
-               f"{(search['best_params'] or {}).get('algorithm')} (validation {search['best_value']:.4g})")
-    meta_test = dict(evaluation["meta_test"])
-    metric, tasks = meta_test.pop("metric"), meta_test.pop("tasks")
-    typer.echo(f"meta-test {metric} over {tasks} episodes (95% CI): "
-               + ", ".join(f"{n} {r['mean']:.4g} +- {r['ci95']:.4g}" for n, r in meta_test.items()))
-    if evaluation.get("promotion"):
-        typer.echo(evaluation["promotion"]["description"])
-    if result.get("transfer"):
-        _print_transfer(result["transfer"])
-    typer.echo(f"MLflow UI:  {look['mlflow_ui']}")
-    typer.echo(f"model URI:  {look['model_uri']}")
-    typer.echo(f"downstream: {look['snippet']}")
+def _print_pipeline(result: Any) -> None:
+    """The pipeline's outcome (a ``flows.pipeline.PipelineResult``) in a few lines."""
+    search, final, look = result.search, result.evaluation.final.summary(), result.where_to_look
+    typer.echo(f"study {search.study_name}: {search.states}; best trial #{search.best_trial} "
+               f"{search.best_params.get('algorithm')} (validation {search.best_value:.4g})")
+    meta_test = final.meta_test
+    typer.echo(f"meta-test {meta_test.metric} over {meta_test.tasks} episodes (95% CI): "
+               + ", ".join(f"{n} {e.mean:.4g} +- {e.ci95:.4g}" for n, e in meta_test.scores.items()))
+    if final.promotion is not None:
+        typer.echo(final.promotion.describe())
+    if result.transfer:
+        _print_transfer(result.transfer)
+    typer.echo(f"MLflow UI:  {look.mlflow_ui}")
+    typer.echo(f"model URI:  {look.model_uri}")
+    typer.echo(f"downstream: {look.snippet}")
 
 
 def _print_transfer(transferred: dict[str, Any]) -> None:
+    """The domain's report, whose columns depend on the domain."""
     typer.echo(f"transfer to {transferred.get('target', transferred['collection'])}"
                + (f" at K={transferred['shots']}" if "shots" in transferred else "") + ":")
     metrics = transferred.get("metrics") or [transferred["metric"]]

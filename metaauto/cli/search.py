@@ -54,7 +54,7 @@ def search(
     backbone: Optional[str] = typer.Option(None, help="Backbone (default: conv4 for images, mlp otherwise)."),
     seed: int = typer.Option(0, help="Seeds the sampler, initialisations and episodes."),
     device: Device = "auto",
-    storage: Optional[str] = typer.Option(None, help="Study storage: default SQLite under the project home; 'journal[:PATH]'; or postgresql://user@host/db."),
+    storage: Optional[str] = typer.Option(None, help="Study storage: default $METAAUTO_SEARCH_STORAGE, else SQLite under the project home; 'journal[:PATH]'; or postgresql://user@host/db."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name (default: <collection>-<ways>w<shots>s)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an existing study (after a crash, or with more trials)."),
     worker: bool = typer.Option(False, "--worker", help="Join an existing study and only run trials."),
@@ -89,22 +89,20 @@ def search(
         device=device, track=track, evaluation=evaluation, register_as=register, on_trial=_trial_reporter(progress, trials),
         heartbeat_interval=heartbeat_interval, grace_period=grace_period, warm_start=warm_start,
     )
-    emit(result.summary(), json_output, _print_search)
+    emit(result.to_dict(), json_output, lambda _: _print_search(result))
 
 
-def _print_search(report: dict[str, Any]) -> None:
-    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(report["states"].items()))
-    typer.echo(f"study {report['study']} ({report['storage']}): {states}")
-    if report["best_trial"] is None:
+def _print_search(result: Any) -> None:
+    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.states.items()))
+    typer.echo(f"study {result.study_name} ({result.storage}): {states}")
+    if result.best_trial is None:
         typer.echo("no trial completed")
         return
-    typer.echo(f"best trial #{report['best_trial']}: value {report['best_value']:.4g} with {json.dumps(report['best_params'])}")
-    final = report.get("final")
-    if final:
-        meta_test = dict(final["meta_test"])
-        metric, tasks = meta_test.pop("metric"), meta_test.pop("tasks")
-        figures = ", ".join(f"{name} {r['mean']:.4g} +- {r['ci95']:.4g}" for name, r in meta_test.items())
-        typer.echo(f"meta-test {metric} over {tasks} episodes (95% CI): {figures}")
-        typer.echo(f"MLflow parent run {report['parent_run_id']}; best run {final['run_id']}; model {final['model_uri']}")
-        if final.get("promotion"):
-            typer.echo(final["promotion"]["description"])
+    typer.echo(f"best trial #{result.best_trial}: value {result.best_value:.4g} with {json.dumps(result.best_params)}")
+    if result.final is not None:
+        final = result.final.summary()
+        figures = ", ".join(f"{name} {e.mean:.4g} +- {e.ci95:.4g}" for name, e in final.meta_test.scores.items())
+        typer.echo(f"meta-test {final.meta_test.metric} over {final.meta_test.tasks} episodes (95% CI): {figures}")
+        typer.echo(f"MLflow parent run {result.parent_run_id}; best run {final.run_id}; model {final.model_uri}")
+        if final.promotion is not None:
+            typer.echo(final.promotion.describe())

@@ -118,7 +118,7 @@ def dashboard(
     import importlib.util
     import sys
 
-    from metaauto.dashboard.data import STORAGE_ENV
+    from metaauto.config import SEARCH_STORAGE_ENV as STORAGE_ENV
 
     app_file = importlib.util.find_spec("metaauto.dashboard.app").origin
     env = dict(os.environ)

@@ -85,10 +85,9 @@ def _fit(learner: Any, coll: Any, config: Any, tracking: Tracking) -> tuple[Any,
 
         return meta_train(learner, coll, config), None
     from metaauto.tracking import train_tracked
-    from metaauto.tracking.summary import tracking_summary
 
     tracked = train_tracked(learner, coll, config, evaluation=tracking.settings(config.seed), register_as=tracking.register)
-    return tracked.result, tracking_summary(tracked)
+    return tracked.result, tracked.summary().to_dict()
 
 
 def _save(learner: Any, result: Any, run_dir: Path, source: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from metaauto.errors import MetaautoError
 from metaauto.tracking.promotion import CHAMPION, PREVIOUS
 
 #: environment variable naming the Optuna storage the study explorer reads (default: the project's SQLite)
-STORAGE_ENV = "METAAUTO_SEARCH_STORAGE"
 
 #: Published meta-test accuracies (%) on Omniglot, keyed by (ways, shots). Sources: MAML (Finn et al. 2017,
 #: table 1), first-order MAML (same table), Reptile (Nichol et al. 2018, table 1, transductive), Prototypical
@@ -46,10 +45,11 @@ class DashboardError(MetaautoError):
 
 
 def storage_url() -> str:
-    """The study storage: ``METAAUTO_SEARCH_STORAGE`` if set, else the project's default SQLite file."""
-    from metaauto.search.storage import default_storage_url
+    """The study storage: ``METAAUTO_SEARCH_STORAGE`` if set, else the project's default SQLite file (the
+    search's own rule, :func:`metaauto.search.storage.resolve_storage_url`)."""
+    from metaauto.search.storage import resolve_storage_url
 
-    return os.environ.get(STORAGE_ENV, "").strip() or default_storage_url()
+    return resolve_storage_url()
 
 
 def paper_anchors(collection: str | None, ways: Any, shots: Any) -> dict[str, float]:
@@ -338,7 +338,7 @@ def fmt_ci(mean: float | None, ci: float | None) -> str:
 
 
 __all__ = [
-    "CHAMPION", "PREVIOUS", "PAPER_ANCHORS", "STORAGE_ENV", "DashboardError", "EpisodeResult", "VersionRow",
+    "CHAMPION", "PREVIOUS", "PAPER_ANCHORS", "DashboardError", "EpisodeResult", "VersionRow",
     "best_so_far", "by_algorithm", "champion_uri", "comparison_frame", "draw_episode", "example_frame", "fmt_ci",
     "importances", "leaderboard", "load_study", "model_versions", "paper_anchors", "predict_csv", "split_metrics",
     "storage_url", "study_names", "trials_frame", "versions_frame",

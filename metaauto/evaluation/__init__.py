@@ -4,12 +4,18 @@ from metaauto.evaluation.baselines import Baseline, PretrainBaseline, ScratchBas
 from metaauto.evaluation.curves import AdaptationCurve, adaptation_curve
 from metaauto.evaluation.metrics import mean_ci95, paired_difference
 from metaauto.evaluation.protocol import Comparison, EvaluationResult, compare, evaluate, iter_episodes
+from metaauto.evaluation.report import EvaluationReport, Estimate, MetaTestEpisodes, MetaTestSummary, MethodScore
 
 __all__ = [
     "AdaptationCurve",
     "Baseline",
     "Comparison",
+    "EvaluationReport",
     "EvaluationResult",
+    "Estimate",
+    "MetaTestEpisodes",
+    "MetaTestSummary",
+    "MethodScore",
     "PretrainBaseline",
     "ScratchBaseline",
     "adaptation_curve",

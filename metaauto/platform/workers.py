@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from metaauto.config import SEARCH_STORAGE_ENV
 from metaauto.platform.deployments import checkout
 from metaauto.platform.process import console_script
 from metaauto.platform.servers import server_env
@@ -32,7 +33,6 @@ TASK_STORAGE_BLOCK = "local-file-system/metaauto-task-runs"
 PRESENCE_KEY = "metaauto-task-worker-presence"
 #: workers poll for scheduled flow runs this often (Prefect's default is 10 s, which a short search pays for)
 WORKER_QUERY_SECONDS = 2
-SEARCH_STORAGE_ENV = "METAAUTO_SEARCH_STORAGE"
 KINDS = ("tasks", "pool")
 
 

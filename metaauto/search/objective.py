@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from metaauto.backbones import make_backbone
 from metaauto.engine import RunState, TimeBudget, TrainConfig, meta_train
@@ -30,10 +31,6 @@ from metaauto.search.space import Candidate, SearchError, SearchSpace
 REASON = "metaauto.reason"
 RUN_ID = "mlflow.run_id"
 _OOM = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), MemoryError) if t is not None)
-
-
-class Diverged(Exception):
-    """The meta-loss or the validation metric became NaN or infinite."""
 
 
 @dataclass
@@ -63,6 +60,33 @@ class EpisodeSettings:
     backbone: str
     seed: int = 0
     device: str = "auto"
+
+    @classmethod
+    def for_collection(cls, collection: Any, ways: int | None, shots: int, queries: int, *, backbone: str | None = None,
+                       seed: int = 0, device: str = "auto") -> "EpisodeSettings":
+        """``ways`` only for classification; the backbone defaults to conv4 for images, an MLP otherwise."""
+        classification = collection.task_type == "classification"
+        backbone = backbone or ("conv4" if len(collection.input_shape) == 3 else "mlp")
+        return cls(ways=ways if classification else None, shots=shots, queries=queries, backbone=backbone, seed=seed,
+                   device=device)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How one trial ended: COMPLETE with its value, PRUNED (by the pruner, or diverged, or out of memory) or
+    FAIL, with the reason (also the trial's ``metaauto.reason`` attribute)."""
+
+    number: int
+    state: TrialState
+    value: float | None = None
+    reason: str | None = None
+
+    @classmethod
+    def failed(cls, number: int, error: BaseException) -> "TrialOutcome":
+        return cls(number, TrialState.FAIL, None, f"{type(error).__name__}: {error}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "state": self.state.name, "value": self.value, "reason": self.reason}
 
 
 def score(metric: str, value: float) -> float:
@@ -99,7 +123,7 @@ class TrialCallback(TimeBudget):
     def on_validation(self, run: RunState, record: ValidationRecord) -> None:
         metric = run.history.metric
         if not math.isfinite(record.metric):
-            raise Diverged(f"meta-val {metric} became {record.metric} at step {record.step}")
+            raise DivergenceError(f"meta-val {metric} became {record.metric} at step {record.step}")
         value = score(metric, record.metric)
         self.trial.report(value, record.step)
         if self.trial.should_prune():
@@ -107,8 +131,8 @@ class TrialCallback(TimeBudget):
 
 
 def _is_divergence(exc: BaseException) -> bool:
-    # the engine refuses to step on a non-finite meta-loss with a DivergenceError
-    return isinstance(exc, (Diverged, DivergenceError))
+    # the engine refuses to step on a non-finite meta-loss, and a trial on a non-finite validation, with a DivergenceError
+    return isinstance(exc, DivergenceError)
 
 
 class Objective:
@@ -149,7 +173,7 @@ class Objective:
             result = meta_train(learner, self.collection, config,
                                 callbacks=[*extra, TrialCallback(trial, self.budget.seconds), *self.callbacks])
             if result.best_value is None or not math.isfinite(result.best_value):
-                raise Diverged(f"no finite meta-validation {result.history.metric} after {result.final_step} steps")
+                raise DivergenceError(f"no finite meta-validation {result.history.metric} after {result.final_step} steps")
             value = score(result.history.metric, result.best_value)
         except optuna.TrialPruned as exc:
             self._end(trial, run, "PRUNED", str(exc))
@@ -165,6 +189,15 @@ class Objective:
         trial.set_user_attr("stop_reason", result.stop_reason)
         self._end(trial, run, "COMPLETE", result.stop_reason, value=value, result=result)
         return value
+
+    def run(self, trial: optuna.Trial) -> TrialOutcome:
+        """Run ``trial`` and say how it ended, for ask-and-tell drivers; a trial that FAILED (its reason
+        recorded) raises, so that the driver can show the error before it tells the study."""
+        try:
+            value = self(trial)
+        except optuna.TrialPruned as exc:
+            return TrialOutcome(trial.number, TrialState.PRUNED, None, str(exc))
+        return TrialOutcome(trial.number, TrialState.COMPLETE, value, trial.user_attrs.get("stop_reason"))
 
     def _end(self, trial: optuna.Trial, run: Any, state: str, reason: str, error: BaseException | None = None,
              value: float | None = None, result: Any = None) -> None:

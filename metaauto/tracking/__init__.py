@@ -32,6 +32,7 @@ _EXPORTS = {
     "rollback": "metaauto.tracking.promotion",
     "EvalSettings": "metaauto.tracking.training",
     "TrackedTraining": "metaauto.tracking.training",
+    "TrainingSummary": "metaauto.tracking.training",
     "train_tracked": "metaauto.tracking.training",
 }
 

@@ -41,6 +41,7 @@ from mlflow.exceptions import MlflowException
 from scipy import stats
 
 from metaauto.errors import MetaautoError
+from metaauto.evaluation.report import EvaluationReport
 from metaauto.tracking.store import get_client
 
 CHAMPION = "champion"
@@ -163,9 +164,9 @@ def read_evidence(client: MlflowClient, version: ModelVersion) -> Evidence:
                 f"run {version.run_id} of {version.name!r} version {version.version} has no {REPORT_ARTIFACT}: {exc}"
             ) from None
         with open(path) as f:
-            report = json.load(f)
-    learner = report["learner"]
-    return Evidence(metric=report["metric"], per_task=[float(v) for v in learner["per_task"]], episodes=report["episodes"])
+            report = EvaluationReport.from_dict(json.load(f))
+    return Evidence(metric=report.metric, per_task=[float(v) for v in report.learner.per_task],
+                    episodes=report.episodes.to_dict())
 
 
 # --------------------------------------------------------------------------------------- decisions

@@ -39,6 +39,7 @@ from metaauto.engine.config import TrainConfig
 from metaauto.engine.device import resolve_device
 from metaauto.engine.training import TrainResult, meta_train
 from metaauto.evaluation import PretrainBaseline, ScratchBaseline, adaptation_curve, compare, evaluate
+from metaauto.evaluation.report import EvaluationReport, Estimate, MetaTestEpisodes, MetaTestSummary, MethodScore
 from metaauto.learners import Learner
 from metaauto.tracking.promotion import REPORT_ARTIFACT, PromotionDecision, promote, register
 from metaauto.tracking import figures
@@ -64,13 +65,36 @@ class EvalSettings:
     curve_shots: tuple[int, ...] = (1, 2, 5)
 
 
+@dataclass(frozen=True)
+class TrainingSummary:
+    """JSON-ready account of a tracked run (``metaauto train``'s and the flows' report): where it is, what
+    it scored on the meta-test, and what the registry did with it."""
+
+    tracking_uri: str
+    run_id: str
+    model_uri: str
+    meta_test: MetaTestSummary
+    #: ``(registered model name, version)`` when the run's model was registered
+    registered: tuple[str, str] | None = None
+    promotion: PromotionDecision | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "model_uri": self.model_uri,
+                                   "meta_test": self.meta_test.to_dict()}
+        if self.registered is not None:
+            summary["registered"] = {"name": self.registered[0], "version": self.registered[1]}
+        if self.promotion is not None:
+            summary["promotion"] = {**self.promotion.to_dict(), "description": self.promotion.describe()}
+        return summary
+
+
 @dataclass
 class TrackedTraining:
     """What :func:`train_tracked` produced; ``model_uri`` loads with :func:`metaauto.load`."""
 
     run_id: str
     result: TrainResult
-    report: dict[str, Any]
+    report: EvaluationReport
     model: LoggedMetaModel
     version: ModelVersion | None = None
     decision: PromotionDecision | None = None
@@ -80,6 +104,13 @@ class TrackedTraining:
         if self.version is not None:
             return f"models:/{self.version.name}/{self.version.version}"
         return self.model.run_uri
+
+    def summary(self) -> TrainingSummary:
+        from metaauto.tracking.store import tracking_uri
+
+        registered = (self.version.name, self.version.version) if self.version is not None else None
+        return TrainingSummary(tracking_uri=tracking_uri(), run_id=self.run_id, model_uri=self.model_uri,
+                               meta_test=self.report.summary(), registered=registered, promotion=self.decision)
 
 
 def task_shape(collection: Any, config: TrainConfig) -> str:
@@ -142,26 +173,21 @@ def collection_dataset(collection: Any) -> Any:
         return mlflow.data.from_pandas(pd.DataFrame(rows), source=source, name=collection.name, digest=collection.fingerprint)
 
 
-def _episodes(collection: Any, config: TrainConfig, evaluation: EvalSettings) -> dict[str, Any]:
-    return {
-        "collection": collection.name,
-        "fingerprint": collection.fingerprint,
-        "split": evaluation.split,
-        "ways": config.ways if collection.task_type == "classification" else None,
-        "shots": config.shots,
-        "queries": config.queries,
-        "tasks": evaluation.tasks,
-        "seed": evaluation.seed,
-    }
+def _episodes(collection: Any, config: TrainConfig, evaluation: EvalSettings) -> MetaTestEpisodes:
+    return MetaTestEpisodes(
+        collection=collection.name, fingerprint=collection.fingerprint, split=evaluation.split,
+        ways=config.ways if collection.task_type == "classification" else None, shots=config.shots,
+        queries=config.queries, tasks=evaluation.tasks, seed=evaluation.seed,
+    )
 
 
 def evaluate_run(
     run: TrackedRun, learner: Learner, collection: Any, config: TrainConfig, evaluation: EvalSettings
-) -> dict[str, Any]:
+) -> EvaluationReport:
     """Meta-test the learner and the baselines on the same episodes; log the metrics and the curve, and
     return the report (the caller logs it, completed, as ``evaluation/report.json``)."""
     episodes = _episodes(collection, config, evaluation)
-    ways, device = episodes["ways"], config.device
+    ways, device = episodes.ways, config.device
     shared = dict(split=evaluation.split, ways=ways, shots=config.shots, queries=config.queries,
                   tasks=evaluation.tasks, seed=evaluation.seed, batch_size=evaluation.batch_size, device=device)
     backbone = getattr(learner.model, "spec", None)
@@ -183,18 +209,32 @@ def evaluate_run(
         metrics[f"paired/{name}/difference"] = diff
         metrics[f"paired/{name}/ci95"] = ci
     run.log_metrics(metrics)
+    return EvaluationReport(
+        episodes=episodes,
+        metric=metric,
+        learner=MethodScore(learner.name, ours.mean, ours.ci95, ours.per_task),
+        baselines={name: MethodScore(name, r.mean, r.ci95, r.per_task, r.details)
+                   for name, r in comparison.results.items() if name != learner.name},
+        paired_difference={name: Estimate(d, c) for name, (d, c) in comparison.paired.items()},
+        adaptation_curve=_log_adaptation_curve(run, learner, collection, config, evaluation, metric),
+    )
 
+
+def _log_adaptation_curve(run: TrackedRun, learner: Learner, collection: Any, config: TrainConfig,
+                          evaluation: EvalSettings, metric: str) -> dict[str, Any]:
+    """The metric by inner steps (gradient learners) or by shots (metric learners), logged as metrics and a figure."""
+    ways = config.ways if collection.task_type == "classification" else None
     curve_tasks = min(evaluation.curve_tasks, evaluation.tasks)
     if learner.family == "gradient":
         curve = adaptation_curve(learner, collection, split=evaluation.split, ways=ways, shots=config.shots,
                                  queries=config.queries, tasks=curve_tasks, seed=evaluation.seed,
-                                 max_steps=evaluation.curve_max_steps, batch_size=evaluation.batch_size, device=device)
+                                 max_steps=evaluation.curve_max_steps, batch_size=evaluation.batch_size, device=config.device)
         curve_data = {"x": "inner steps", **curve.to_dict()}
         xs = curve.steps
     else:
         xs = sorted(set(evaluation.curve_shots) | {config.shots})
         results = [evaluate(learner, collection, evaluation.split, ways, s, config.queries, curve_tasks, evaluation.seed,
-                            evaluation.batch_size, device=device) for s in xs]
+                            evaluation.batch_size, device=config.device) for s in xs]
         curve_data = {"x": "shots", "steps": xs, "metric": metric, "mean": [r.mean for r in results], "ci95": [r.ci95 for r in results]}
     for x, value in zip(xs, curve_data["mean"]):
         run.log_metrics({f"adaptation/{metric}": value}, step=x)
@@ -203,18 +243,7 @@ def evaluate_run(
                                  title=f"{learner.name} on {collection.name} ({curve_tasks} tasks)"),
         "figures/adaptation_curve.png",
     )
-    report = {
-        "episodes": episodes,
-        "metric": metric,
-        "learner": {"name": learner.name, "mean": ours.mean, "ci95": ours.ci95, "per_task": ours.per_task},
-        "baselines": {
-            name: {"mean": r.mean, "ci95": r.ci95, "per_task": r.per_task, "details": r.details}
-            for name, r in comparison.results.items() if name != learner.name
-        },
-        "paired_difference": {name: {"mean": d, "ci95": c} for name, (d, c) in comparison.paired.items()},
-        "adaptation_curve": curve_data,
-    }
-    return report
+    return curve_data
 
 
 def _rescorer(collection: Any, client: MlflowClient, evaluation: EvalSettings) -> Any:
@@ -222,11 +251,12 @@ def _rescorer(collection: Any, client: MlflowClient, evaluation: EvalSettings) -
     from metaauto.downstream.loading import load
 
     def rescore(version: ModelVersion, episodes: dict[str, Any]) -> list[float]:
-        if episodes["fingerprint"] != collection.fingerprint:
-            raise ValueError(f"the candidate's episodes come from collection {episodes['fingerprint']}, not {collection.fingerprint}")
+        wanted = MetaTestEpisodes.from_dict(episodes)
+        if wanted.fingerprint != collection.fingerprint:
+            raise ValueError(f"the candidate's episodes come from collection {wanted.fingerprint}, not {collection.fingerprint}")
         model = load(f"models:/{version.name}/{version.version}", tracking_uri=client.tracking_uri)
-        return evaluate(model.learner, collection, episodes["split"], episodes["ways"], episodes["shots"], episodes["queries"],
-                        episodes["tasks"], episodes["seed"], evaluation.batch_size, device="cpu").per_task
+        return evaluate(model.learner, collection, wanted.split, wanted.ways, wanted.shots, wanted.queries,
+                        wanted.tasks, wanted.seed, evaluation.batch_size, device="cpu").per_task
 
     return rescore
 
@@ -258,8 +288,29 @@ def train_tracked(
     """
     evaluation = evaluation or EvalSettings()
     client = client or get_client()
+    run = TrackedRun.start(run_name=name or run_name(learner, collection, config),
+                           tags={**_run_tags(learner, collection, config, evaluation), **(tags or {})},
+                           experiment=experiment, client=client)
+    with run:
+        result = _train(run, learner, collection, config, evaluation, callbacks)
+        report = evaluate_run(run, learner, collection, config, evaluation)
+        report.training = {k: v for k, v in result.summary().items() if k != "history"}
+        run.log_json(report.to_dict(), REPORT_ARTIFACT)
+        run.log_json(result.history.to_dict(), "training/history.json")
+        logged = _log_model(run, learner, collection, config, result, output_dir)
+        version = decision = None
+        if register_as:
+            version = _register(run, logged, learner, collection, config, report, register_as, client)
+            if promote_champion:
+                decision = promote(register_as, version.version, client=client, margin=margin, alpha=alpha, test=test,
+                                   rescore=_rescorer(collection, client, evaluation))
+                run.set_tags({"promotion": "promoted" if decision.promoted else "rejected"})
+    return TrackedTraining(run_id=run.run_id, result=result, report=report, model=logged, version=version, decision=decision)
+
+
+def _run_tags(learner: Learner, collection: Any, config: TrainConfig, evaluation: EvalSettings) -> dict[str, Any]:
     shape = task_shape(collection, config)
-    run_tags = {
+    return {
         **resolve_tags(),
         "algorithm": learner.name,
         "family": learner.family,
@@ -269,48 +320,49 @@ def train_tracked(
             f"{learner.name} meta-trained on {collection.name} ({shape}, {config.meta_steps} meta-updates, seed "
             f"{config.seed}); meta-test on {evaluation.tasks} fixed {evaluation.split} episodes with baselines."
         ),
-        **(tags or {}),
     }
-    run = TrackedRun.start(run_name=name or run_name(learner, collection, config), tags=run_tags,
-                           experiment=experiment, client=client)
+
+
+def _train(run: TrackedRun, learner: Learner, collection: Any, config: TrainConfig, evaluation: EvalSettings,
+           callbacks: Iterable[Any]) -> TrainResult:
+    """Meta-train with the run's parameters, dataset, streamed metrics and learning curve."""
     callback = MlflowCallback(run)
-    with run:
-        try:
-            run.log_params(run_params(learner, collection, config, evaluation))
-            run.log_dataset(collection_dataset(collection), context="meta-train",
-                            tags={"fingerprint": collection.fingerprint})
-            result = meta_train(learner, collection, config, callbacks=[callback, *callbacks])
-        finally:
-            callback.close()
-        run.log_metrics({"train/wall_time_s": result.wall_time_s, "train/final_step": result.final_step}, step=result.final_step)
-        run.set_tags({"stop_reason": result.stop_reason, "precision": result.precision})
-        run.log_figure(figures.learning_curve(result.history, f"{learner.name} on {collection.name} ({shape})"),
-                       "figures/learning_curve.png")
-        report = evaluate_run(run, learner, collection, config, evaluation)
-        report["training"] = {k: v for k, v in result.summary().items() if k != "history"}
-        run.log_json(report, REPORT_ARTIFACT)
-        run.log_json(result.history.to_dict(), "training/history.json")
-        episode = dict(ways=config.ways if collection.task_type == "classification" else None, shots=config.shots,
-                       queries=config.queries)
-        with tempfile.TemporaryDirectory() as tmp:
-            saved = save_meta_model(learner, collection, Path(output_dir) if output_dir else Path(tmp) / "learner", **episode)
-            run.log_artifacts(saved, "learner")
-        logged = log_meta_model(run, learner, collection, step=result.final_step,
-                                tags={"algorithm": learner.name, "collection": collection.name, "task_shape": shape},
-                                **episode)
-        version = decision = None
-        if register_as:
-            version = register(register_as, logged.model_id, client=client, tags={
-                "algorithm": learner.name, "collection": collection.name, "task_shape": shape,
-                "collection.fingerprint": collection.fingerprint,
-                f"meta_test.{report['metric']}": f"{report['learner']['mean']:.6g}",
-            }, description=(
-                f"{learner.name} on {collection.name} ({shape}): meta-test {report['metric']} "
-                f"{report['learner']['mean']:.4f} +- {report['learner']['ci95']:.4f} over {evaluation.tasks} tasks."
-            ))
-            run.set_tags({"registered_model": f"{register_as}/{version.version}"})
-            if promote_champion:
-                decision = promote(register_as, version.version, client=client, margin=margin, alpha=alpha, test=test,
-                                   rescore=_rescorer(collection, client, evaluation))
-                run.set_tags({"promotion": "promoted" if decision.promoted else "rejected"})
-    return TrackedTraining(run_id=run.run_id, result=result, report=report, model=logged, version=version, decision=decision)
+    try:
+        run.log_params(run_params(learner, collection, config, evaluation))
+        run.log_dataset(collection_dataset(collection), context="meta-train", tags={"fingerprint": collection.fingerprint})
+        result = meta_train(learner, collection, config, callbacks=[callback, *callbacks])
+    finally:
+        callback.close()
+    run.log_metrics({"train/wall_time_s": result.wall_time_s, "train/final_step": result.final_step}, step=result.final_step)
+    run.set_tags({"stop_reason": result.stop_reason, "precision": result.precision})
+    run.log_figure(figures.learning_curve(result.history, f"{learner.name} on {collection.name} ({task_shape(collection, config)})"),
+                   "figures/learning_curve.png")
+    return result
+
+
+def _log_model(run: TrackedRun, learner: Learner, collection: Any, config: TrainConfig, result: TrainResult,
+               output_dir: str | Path | None) -> LoggedMetaModel:
+    """The learner's files under ``learner/`` and the pyfunc model (``output_dir`` keeps the files on disk too)."""
+    episode = dict(ways=config.ways if collection.task_type == "classification" else None, shots=config.shots,
+                   queries=config.queries)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = save_meta_model(learner, collection, Path(output_dir) if output_dir else Path(tmp) / "learner", **episode)
+        run.log_artifacts(saved, "learner")
+    return log_meta_model(run, learner, collection, step=result.final_step,
+                          tags={"algorithm": learner.name, "collection": collection.name,
+                                "task_shape": task_shape(collection, config)}, **episode)
+
+
+def _register(run: TrackedRun, logged: LoggedMetaModel, learner: Learner, collection: Any, config: TrainConfig,
+              report: EvaluationReport, name: str, client: MlflowClient) -> ModelVersion:
+    shape = task_shape(collection, config)
+    version = register(name, logged.model_id, client=client, tags={
+        "algorithm": learner.name, "collection": collection.name, "task_shape": shape,
+        "collection.fingerprint": collection.fingerprint,
+        f"meta_test.{report.metric}": f"{report.learner.mean:.6g}",
+    }, description=(
+        f"{learner.name} on {collection.name} ({shape}): meta-test {report.metric} "
+        f"{report.learner.mean:.4f} +- {report.learner.ci95:.4f} over {report.episodes.tasks} tasks."
+    ))
+    run.set_tags({"registered_model": f"{name}/{version.version}"})
+    return version
