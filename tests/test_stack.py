@@ -155,9 +155,11 @@ def test_the_deployment_way_runs_the_search_in_a_flow_run_on_the_work_pool(up):
     # tree: the pool's process worker records the pid it started as the run's infrastructure pid
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name)))
+    with get_client(sync_client=True) as client:  # limit and sort given: Prefect 3.8.8's client sends nulls its server refuses
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name)), limit=50,
+                                     sort=FlowRunSort.ID_DESC)
     started = {int(r.infrastructure_pid.rsplit(":", 1)[-1]) for r in runs if r.infrastructure_pid}
     task_workers = {w.pid for w in up["state"].workers if w.kind == "tasks"}
     assert len(pids) == 1 and pids <= started and not pids & task_workers, \
