@@ -25,6 +25,7 @@ from metaauto.errors import CollectionError
 from metaauto.tasks.base import SPLITS, PooledData, SplitSummary, TaskCollection
 from metaauto.tasks.batch import TaskBatch
 from metaauto.tasks.episodes import episode_labels, sample_subsets
+from metaauto.tasks.datasets import fetch_omniglot
 from metaauto.tasks.omniglot_archive import (
     ALPHABETS,
     BACKGROUND,
@@ -56,8 +57,9 @@ class OmniglotCollection(TaskCollection):
     val_alphabets:
         Background alphabets that form meta-val; the rest of the background set is meta-train.
     download:
-        Fetch missing archives from the official repository and check their md5. Present local copies
-        are always used, validated by structure rather than md5 (see :mod:`.omniglot_archive`).
+        Fetch missing archives from the official repository and check their md5
+        (:func:`metaauto.tasks.datasets.fetch_omniglot`). Present local copies are always used, validated
+        by structure rather than md5 (see :mod:`.omniglot_archive`).
     """
 
     name = "omniglot"
@@ -89,10 +91,12 @@ class OmniglotCollection(TaskCollection):
         self.input_shape = (1, self.image_size, self.image_size)
 
         root = resolve_data_dir(data_dir) if data_dir is None or not download else Path(data_dir).expanduser()
+        if download:
+            fetch_omniglot(Path(root))
         digests: dict[str, str] = {}
         decoded = {}
         for archive in (BACKGROUND, EVALUATION):
-            path = archive_path(Path(root), archive, download=download)
+            path = archive_path(Path(root), archive)
             digests[archive] = file_digest(path)
             decoded[archive] = load_archive(path, archive, self.image_size, digests[archive])
 

@@ -10,8 +10,8 @@ place with :func:`os.replace`, so an interrupted decode never leaves a partial c
 A local copy is validated by its *structure* (the official alphabets, their character counts, 20
 drawings per character, decodable PNGs), not by the md5 of the zip: re-packed copies of the official
 images are byte-different but pixel-identical, and rejecting them would only push users to download
-what they already have. The official md5 sums are checked on bytes that we download ourselves, where a
-mismatch does mean a broken or tampered transfer.
+what they already have. Downloading (with the official md5 sums checked on the bytes we fetch) lives in
+:mod:`metaauto.tasks.datasets`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import io
 import os
 import re
 import tempfile
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -37,11 +36,6 @@ from metaauto.errors import CollectionError
 BACKGROUND = "images_background"
 EVALUATION = "images_evaluation"
 DRAWINGS = 20
-URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{archive}.zip"
-OFFICIAL_MD5 = {
-    BACKGROUND: "68d2efa1b9178cc56df9314c21c6e718",
-    EVALUATION: "6b91aef0f799c5bb55b94e3f2daec811",
-}
 #: alphabet -> number of characters, as released by Lake et al. (2015)
 ALPHABETS: dict[str, dict[str, int]] = {
     BACKGROUND: {
@@ -76,40 +70,15 @@ class DecodedArchive:
         return tuple(c.split("/", 1)[0] for c in self.characters)
 
 
-def archive_path(root: Path, archive: str, download: bool = False) -> Path:
-    """The local zip, downloaded first when absent and ``download`` is set."""
+def archive_path(root: Path, archive: str) -> Path:
+    """The local zip of ``archive`` under ``root``; a missing one is an error that says how to get it."""
     path = root / "omniglot" / f"{archive}.zip"
-    if path.is_file():
-        return path
-    if not download:
+    if not path.is_file():
         raise CollectionError(
-            f"Omniglot archive {path} not found; put the official {archive}.zip there or pass download=True"
+            f"Omniglot archive {path} not found; put the official {archive}.zip there, run "
+            f"`metaauto data fetch omniglot --data-dir {root}`, or pass download=True"
         )
-    download_archive(URL.format(archive=archive), path, OFFICIAL_MD5[archive])
     return path
-
-
-def download_archive(url: str, target: Path, md5: str) -> None:
-    """Fetch ``url`` into ``target`` only if its md5 matches; a failed transfer leaves nothing behind."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        if digest.hexdigest() != md5:
-            raise CollectionError(f"download of {url} has md5 {digest.hexdigest()}, expected {md5}; not saved")
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise CollectionError(f"could not download {url} to {target}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def file_digest(path: Path) -> str:
