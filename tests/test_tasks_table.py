@@ -181,3 +181,42 @@ def test_episode_request_errors() -> None:
         coll.sample("dev")
     with pytest.raises(CollectionError, match="classification collection: ways must be an integer >= 1, got None"):
         coll.sample(ways=None)
+
+
+def test_a_text_cell_in_a_numeric_csv_column_is_an_error_naming_the_cells(tmp_path: Path) -> None:
+    """One `abc` makes pandas read the whole column as text; dropping it silently would train on 2 of 3 features."""
+    path = tmp_path / "clinics.csv"
+    frame = make_frame()
+    frame.to_csv(path, index=False)
+    text = path.read_text().splitlines()
+    for line in (5, 30, 31, 32, 33):  # rows 4, 29..32 of the frame
+        cells = text[line].split(",")
+        cells[3] = "abc" if line == 5 else " n/a "
+        text[line] = ",".join(cells)
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(CollectionError, match=(
+            r"clinics\.csv: feature column 'noise' is numeric except for 5 cell\(s\) that are not numbers: "
+            r"row 4 \(task 's00'\): 'abc', row 29 \(task 's01'\): ' n/a ', row 30 \(task 's01'\): ' n/a ' and 2 more")):
+        TableCollection(path, task_col="site", label_col="label")
+    # the same column named explicitly gets the same message, not just "not numeric"
+    with pytest.raises(CollectionError, match=r"feature column 'noise' is numeric except for 5 cell"):
+        TableCollection(path, task_col="site", label_col="label", feature_cols=["tid", "noise"])
+
+
+def test_text_and_date_columns_left_out_by_default_are_logged_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
+    frame = make_frame().assign(city="Leeds", seen=pd.Timestamp("2026-01-01"))
+    with caplog.at_level("WARNING", logger="metaauto.tasks.table"):
+        coll = TableCollection(frame, task_col="site", label_col="label")
+    assert coll.feature_cols == ["tid", "lab", "noise"]
+    assert coll.excluded_columns == {
+        "city": "not numeric (e.g. 'Leeds'); encode it and pass feature_cols to use it",
+        "seen": "dates (dtype datetime64[us]); derive numeric features from it and pass feature_cols"}
+    assert coll.summary()["train"].extra["excluded_columns"] == coll.excluded_columns
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("column 'city' is not used as a feature: not numeric" in m for m in logged), logged
+    assert any("column 'seen' is not used as a feature: dates" in m for m in logged), logged
+    # blanks are missing values (an error of their own, naming the row), never a reason to drop the column
+    blank = make_frame().astype({"noise": object})
+    blank.loc[3, "noise"] = None
+    with pytest.raises(CollectionError, match=r"feature column 'noise' has a missing or infinite value \(first at task 's00', row 3\)"):
+        TableCollection(blank, task_col="site", label_col="label")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from metaauto.tasks.validation import check_episode
 
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+logger = logging.getLogger(__name__)
 
 
 def read_table(data: pd.DataFrame | str | os.PathLike) -> tuple[pd.DataFrame, str]:
@@ -73,6 +75,29 @@ def fit_standardization(x: np.ndarray, fit_rows: np.ndarray) -> Standardization:
     mean = x[fit_rows].mean(axis=0)
     std = x[fit_rows].std(axis=0)
     return Standardization(mean=mean, std=np.where(std > 0, std, 1.0))
+
+
+def _numeric_cells(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(present, reads as a number)`` per cell of a column of any dtype."""
+    present = values.notna().to_numpy()
+    parsed = pd.to_numeric(values.astype("string").str.strip(), errors="coerce").notna().to_numpy()
+    return present, parsed
+
+
+def _raise_if_mostly_numeric(frame: pd.DataFrame, column: Any, source: str, task_col: str, shown: int = 3) -> None:
+    """A text column whose non-empty cells are mostly numbers is a numeric column with bad cells: say which."""
+    values = frame[column]
+    present, parsed = _numeric_cells(values)
+    bad = present & ~parsed
+    if not present.any() or not bad.any() or parsed.sum() < bad.sum():
+        return
+    rows = np.flatnonzero(bad)
+    cells = ", ".join(f"row {frame.index[r]!r} (task {frame[task_col].iloc[r]!r}): {values.iloc[r]!r}" for r in rows[:shown])
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    raise CollectionError(
+        f"{source}: feature column {column!r} is numeric except for {len(rows)} cell(s) that are not numbers: "
+        f"{cells}{more}; fix or blank them (a blank cell is a missing value), or leave the column out with feature_cols"
+    )
 
 
 def _first_bad_row(frame: pd.DataFrame, bad: np.ndarray, task_col: str) -> str:
@@ -174,8 +199,17 @@ class TableCollection(TaskCollection):
                 raise CollectionError(
                     f"{self.source}: column {column!r} not found; columns are {[str(c) for c in frame.columns]}"
                 )
+        #: columns the default selection left out, with the reason (also in ``summary()["train"].extra``)
+        self.excluded_columns: dict[str, str] = {}
         if feature_cols is None:
-            columns = [c for c in frame.columns if c not in reserved and pd.api.types.is_numeric_dtype(frame[c])]
+            columns = []
+            for column in (c for c in frame.columns if c not in reserved):
+                reason = self._not_a_feature(frame, column)
+                if reason is None:
+                    columns.append(column)
+                else:
+                    self.excluded_columns[str(column)] = reason
+                    logger.warning("%s: column %r is not used as a feature: %s", self.source, column, reason)
             if not columns:
                 raise CollectionError(f"{self.source}: no numeric feature columns besides {reserved}")
             return [str(c) for c in columns]
@@ -183,6 +217,7 @@ class TableCollection(TaskCollection):
             if column in reserved:
                 raise CollectionError(f"{self.source}: column {column!r} cannot be both a feature and the task/label/split column")
             if not pd.api.types.is_numeric_dtype(frame[column]):
+                _raise_if_mostly_numeric(frame, column, self.source, self.task_col)
                 raise CollectionError(
                     f"{self.source}: feature column {column!r} is not numeric (dtype {frame[column].dtype}); "
                     "encode it first or leave it out of feature_cols"
@@ -190,6 +225,27 @@ class TableCollection(TaskCollection):
         if not feature_cols:
             raise CollectionError(f"{self.source}: feature_cols is empty")
         return list(feature_cols)
+
+    def _not_a_feature(self, frame: pd.DataFrame, column: Any) -> str | None:
+        """Why the default selection leaves ``column`` out (``None``: it is a feature).
+
+        A numeric column is a feature. A column of text that is numbers except for some cells (one ``abc``
+        in a column of measurements makes the whole column text) is an error naming those cells: silently
+        dropping it would train on fewer features than the user has. Text, dates and other columns with
+        no numeric reading are left out, and the caller logs why.
+        """
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values):
+            return None
+        if pd.api.types.is_datetime64_any_dtype(values) or isinstance(values.dtype, pd.PeriodDtype):
+            return f"dates (dtype {values.dtype}); derive numeric features from it and pass feature_cols"
+        present, parsed = _numeric_cells(values)
+        if present.any() and parsed[present].all():
+            return None  # numbers held as text or objects (a DataFrame built by hand, a string column in Parquet)
+        _raise_if_mostly_numeric(frame, column, self.source, self.task_col)
+        example = values.dropna()
+        shown = f" (e.g. {example.iloc[0]!r})" if len(example) else ""
+        return f"not numeric{shown}; encode it and pass feature_cols to use it"
 
     def _features(self, frame: pd.DataFrame) -> np.ndarray:
         x = frame[self.feature_cols].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -415,6 +471,8 @@ class TableCollection(TaskCollection):
         for split in SPLITS:
             rows = self._split_rows[split]
             extra: dict[str, Any] = {"task_col": self.task_col, "features": len(self.feature_cols)}
+            if self.excluded_columns:
+                extra["excluded_columns"] = dict(self.excluded_columns)
             if self.class_names is not None:
                 extra["classes"] = int(len(np.unique(self._y[rows])))
             out[split] = SplitSummary(units=len(self.tasks_of(split)), examples=len(rows), unit_name="tasks", extra=extra)
