@@ -132,3 +132,16 @@ def test_omniglot_download_option_of_the_collection_uses_the_fetcher(tmp_path: P
 
     with pytest.raises(CollectionError, match=r"images_background\.zip failed its hash check"):
         OmniglotCollection(tmp_path / "data", download=True)
+
+
+def test_cli_fetch_checks_present_copies_and_refuses_unknown_names(data_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from metaauto.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["data", "fetch", "--data-dir", str(data_dir), "--json"])
+    assert done.exit_code == 0, done.output
+    assert '"action": "present"' in done.output and '"dataset": "heart-disease"' in done.output
+    bad = runner.invoke(app, ["data", "fetch", "omniglot", "bogus", "--data-dir", str(data_dir)])
+    assert bad.exit_code == 2 and "unknown dataset(s) 'bogus'" in bad.output

@@ -3,7 +3,8 @@
 * :mod:`~metaauto.cli.train`: ``train``, ``evaluate``; :mod:`~metaauto.cli.search`: ``search``;
 * :mod:`~metaauto.cli.models`: ``promote``, ``rollback`` (registered models);
 * :mod:`~metaauto.cli.pipeline`: ``pipeline`` (the main job, in this process);
-* :mod:`~metaauto.cli.servers`: ``server``, ``serve``, ``dashboard``; :mod:`~metaauto.cli.stack`: ``stack``.
+* :mod:`~metaauto.cli.servers`: ``server``, ``serve``, ``dashboard``; :mod:`~metaauto.cli.stack`: ``stack``;
+* :mod:`~metaauto.cli.data`: ``data fetch`` (the public datasets).
 
 Each subcommand is a thin layer over the library: it builds objects from options, calls library
 functions, and reports. Conventions every subcommand follows:
@@ -34,6 +35,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from metaauto import __version__
 from metaauto.cli.choices import ChoiceCommand, with_choices
+from metaauto.cli.data import data_app
 from metaauto.cli.errors import friendly_errors
 from metaauto.cli.servers import server_app
 from metaauto.cli.stack import stack_app
@@ -127,6 +129,7 @@ app = typer.Typer(
 )
 app.add_typer(server_app, name="server")
 app.add_typer(stack_app, name="stack")
+app.add_typer(data_app, name="data")
 
 
 def _show_version(value: bool) -> None:
